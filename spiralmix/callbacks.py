@@ -1,0 +1,121 @@
+"""Callbacks: decision-boundary and diagnostic figures, and a progress bar over the whole run."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytorch_lightning as pl
+import torch
+from tqdm.auto import tqdm
+
+from spiralmix import metrics, plots
+
+
+class BoundaryImages(pl.Callback):
+    """After each evaluation of the module, log each member's figures to its own logger.
+
+    Tags: ``boundary/test_data`` (once), ``boundary/probability``,
+    ``boundary/probability_train``, and with ``diagnostics`` also
+    ``calibration/reliability`` and ``flatten/spectrum``. The module's evaluation cadence
+    decides when; figures are drawn from the tensors it kept, so nothing is evaluated twice.
+    """
+
+    def __init__(self, label: str, diagnostics: bool = True) -> None:
+        if not label:
+            raise ValueError("label must be a non-empty string (it titles the figures)")
+        self.label = label
+        self.diagnostics = diagnostics
+        self._rendered_step: int | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        dm = trainer.datamodule
+        if trainer.global_step == 0:
+            for e, (logger, seed) in enumerate(zip(trainer.loggers, pl_module.seeds)):
+                title = f"test data · seed {seed}"
+                fig = plots.data_figure(dm.test_X[e], dm.test_y[e], title)
+                logger.experiment.add_figure("boundary/test_data", fig, 0)
+
+    # The module evaluates step 0 in its own on_train_start, which runs after the callbacks'.
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_) -> None:
+        self._render(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_) -> None:
+        self._render(trainer, pl_module)
+
+    @torch.no_grad()
+    def _render(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        latest = pl_module.last_eval
+        if not latest or latest["step"] == self._rendered_step:
+            return
+        step = self._rendered_step = latest["step"]
+        dm = trainer.datamodule
+        for e, (logger, seed) in enumerate(zip(trainer.loggers, pl_module.seeds)):
+            writer = logger.experiment
+            title = f"{self.label} · seed {seed} · step {step:,}"
+            grid, p = latest["grid"][e], latest["grid_p"][e]
+            writer.add_figure("boundary/probability", plots.boundary_figure(grid, p, title), step)
+            fig = plots.boundary_figure(grid, p, title, dm.train_X[e], dm.train_y[e])
+            writer.add_figure("boundary/probability_train", fig, step)
+            if self.diagnostics:
+                stats = metrics.reliability(
+                    latest["test_p"][e : e + 1], dm.test_y[e : e + 1], pl_module.hparams.ece_bins
+                )
+                stats = {k: v[0] if k != "edges" else v for k, v in stats.items()}
+                writer.add_figure("calibration/reliability", plots.reliability_figure(stats, title), step)
+                spectra = [sv[e] for sv in latest["spectra"]]
+                writer.add_figure("flatten/spectrum", plots.spectrum_figure(spectra, title), step)
+
+
+class RunProgress(pl.Callback):
+    """One progress bar over all steps (steps/s, time left, latest test accuracy).
+
+    On a terminal it is a live bar; otherwise (logs, sweeps) it prints one line per
+    evaluation, so log files stay readable.
+    """
+
+    def __init__(self, interactive: bool | None = None) -> None:
+        self.interactive = sys.stderr.isatty() if interactive is None else interactive
+        self._bar: tqdm | None = None
+        self._seen_eval = -1
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start, self._start_step = time.perf_counter(), trainer.global_step
+        if self.interactive:
+            self._bar = tqdm(
+                total=trainer.max_steps, initial=trainer.global_step, unit="step",
+                dynamic_ncols=True, smoothing=0.1,
+            )
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_) -> None:
+        self._report(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_) -> None:
+        if self._bar is not None:
+            self._bar.update(trainer.global_step - self._bar.n)
+        self._report(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def _report(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not pl_module.history or pl_module.history[-1]["step"] == self._seen_eval:
+            return
+        latest = pl_module.history[-1]
+        self._seen_eval = latest["step"]
+        accs = latest["test/acc"]
+        acc = f"{sum(accs) / len(accs):.3f}" + (" (mean)" if len(accs) > 1 else "")
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"test acc {acc}")
+            return
+        done = trainer.global_step - self._start_step
+        elapsed = time.perf_counter() - self._start
+        rate = done / elapsed if elapsed > 0 and done else 0.0
+        left = (trainer.max_steps - trainer.global_step) / rate if rate else float("nan")
+        print(
+            f"step {trainer.global_step:>7,}/{trainer.max_steps:,}  test acc {acc}  "
+            f"test loss {sum(latest['test/loss']) / len(accs):.3f}  "
+            f"{rate:,.0f} steps/s  {left:,.0f} s left",
+            flush=True,
+        )

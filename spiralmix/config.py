@@ -1,0 +1,155 @@
+"""The configuration schema and its checks.
+
+The schema gives every key a type, so Hydra rejects misspelt keys and wrong types with
+the key's name; ``validate`` then checks each value against its meaning before anything
+is trained or written. Default values live in the YAML files under ``conf/`` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+PAIRINGS = ("halves", "permute")
+
+
+@dataclass
+class DataConfig:
+    n_samples: int = MISSING  # points in all, half per class; even
+    noise: float = MISSING  # std of Gaussian noise added to the points
+    n_cycles: float = MISSING  # turns of each spiral
+    test_fraction: float = MISSING  # share of each class held out for testing
+    val_fraction: float = MISSING  # share of each class held out for validation
+    batch_size: int = MISSING  # mixed pairs per step
+
+
+@dataclass
+class ModelConfig:
+    hidden_dims: list[int] = MISSING
+    p: float = MISSING  # dropout probability after each hidden layer
+    lr: float = MISSING  # AdamW learning rate
+    weight_decay: float = MISSING  # AdamW (decoupled) weight decay
+
+
+@dataclass
+class MixupConfig:
+    enabled: bool = MISSING
+    alpha: float = MISSING  # λ ~ Beta(alpha, alpha)
+    layers: list[int] | None = MISSING  # inclusive [k_min, k_max]; null = 0..n_hidden
+    pairing: str = MISSING  # halves | permute
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = MISSING
+    eval_every_n_steps: int = MISSING  # evaluation, metrics and figures
+    checkpoint_every_n_steps: int = MISSING
+    steps_per_call: int = MISSING  # optimizer steps per Lightning training_step call
+    log_every_n_steps: int = MISSING  # per-step scalars (train/loss, mixup/k, mixup/lambda)
+    torch_threads: int = MISSING
+    progress_bar: bool | None = MISSING  # null: a live bar on a terminal, lines otherwise
+
+
+@dataclass
+class EvaluationConfig:
+    grid_resolution: int = MISSING  # points per side of the probability grid
+    ece_bins: int = MISSING
+    flatten_fraction: float = MISSING  # singular values above this share of the top count
+    diagnostic_figures: bool = MISSING  # reliability and spectrum figures at each evaluation
+
+
+@dataclass
+class Config:
+    seed: int = MISSING
+    seeds: list[int] | None = MISSING  # several seeds trained side by side in one process
+    regularizer_name: str = MISSING  # set by the regularizer preset; titles and reports
+    resume: str | None = MISSING  # a run directory to continue
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mixup: MixupConfig = field(default_factory=MixupConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+
+def register() -> None:
+    """Register the schema and the ``n_hidden`` resolver (hidden_mixup's upper layer)."""
+    ConfigStore.instance().store(name="config_schema", node=Config)
+    if not OmegaConf.has_resolver("n_hidden"):
+        OmegaConf.register_new_resolver("n_hidden", lambda dims: len(dims))
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key and the value."""
+
+    def __init__(self, key: str, value: object, allowed: str) -> None:
+        super().__init__(f"{key}={value!r} is invalid: {allowed}")
+        self.key = key
+
+
+def _require(ok: bool, key: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def split_sizes(cfg: DictConfig) -> dict[str, int]:
+    """Points per split (train, val, test) as the stratified split will make them."""
+    per_class = cfg.data.n_samples // 2
+    test = round(cfg.data.test_fraction * per_class)
+    val = round(cfg.data.val_fraction * per_class)
+    return {"train": 2 * (per_class - test - val), "val": 2 * val, "test": 2 * test}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for the first value that cannot work."""
+    d, m, mx, t, ev = cfg.data, cfg.model, cfg.mixup, cfg.trainer, cfg.evaluation
+    _require(d.n_samples > 0 and d.n_samples % 2 == 0, "data.n_samples", d.n_samples,
+             "must be a positive even integer")
+    _require(d.noise >= 0, "data.noise", d.noise, "must be >= 0")
+    _require(d.n_cycles > 0, "data.n_cycles", d.n_cycles, "must be > 0")
+    _require(0 < d.test_fraction < 1, "data.test_fraction", d.test_fraction, "must be in (0, 1)")
+    _require(0 <= d.val_fraction < 1, "data.val_fraction", d.val_fraction, "must be in [0, 1)")
+    sizes = split_sizes(cfg)
+    _require(sizes["test"] > 0, "data.test_fraction", d.test_fraction,
+             f"leaves no test points out of data.n_samples={d.n_samples}")
+    _require(sizes["train"] > 0, "data.test_fraction + data.val_fraction",
+             d.test_fraction + d.val_fraction, "must leave training points")
+    _require(d.val_fraction == 0 or sizes["val"] > 0, "data.val_fraction", d.val_fraction,
+             f"leaves no validation points out of data.n_samples={d.n_samples}")
+    _require(d.batch_size > 0, "data.batch_size", d.batch_size, "must be > 0")
+    _require(mx.pairing in PAIRINGS, "mixup.pairing", mx.pairing, f"must be one of {PAIRINGS}")
+    per_step = 2 * d.batch_size if mx.pairing == "halves" else d.batch_size
+    _require(per_step <= sizes["train"], "data.batch_size", d.batch_size,
+             f"a step draws {per_step} distinct points (pairing {mx.pairing}) "
+             f"but the split leaves {sizes['train']} training points")
+
+    _require(len(m.hidden_dims) > 0 and all(h > 0 for h in m.hidden_dims), "model.hidden_dims",
+             list(m.hidden_dims), "must be a non-empty list of positive sizes")
+    _require(0 <= m.p < 1, "model.p", m.p, "dropout probability must be in [0, 1)")
+    _require(m.lr > 0, "model.lr", m.lr, "must be > 0")
+    _require(m.weight_decay >= 0, "model.weight_decay", m.weight_decay, "must be >= 0")
+
+    _require(mx.alpha > 0, "mixup.alpha", mx.alpha, "must be > 0")
+    n_hidden = len(m.hidden_dims)
+    if mx.layers is not None:
+        layers = list(mx.layers)
+        _require(len(layers) == 2 and 0 <= layers[0] <= layers[1] <= n_hidden, "mixup.layers",
+                 layers, f"must be [k_min, k_max] with 0 <= k_min <= k_max <= {n_hidden} "
+                 "(0 = input, i = output of hidden layer i)")
+
+    for key in ("max_steps", "eval_every_n_steps", "checkpoint_every_n_steps", "steps_per_call",
+                "log_every_n_steps", "torch_threads"):
+        _require(t[key] > 0, f"trainer.{key}", t[key], "must be > 0")
+    for key in ("eval_every_n_steps", "checkpoint_every_n_steps"):
+        _require(t[key] % t.steps_per_call == 0, f"trainer.{key}", t[key],
+                 f"must be a multiple of trainer.steps_per_call={t.steps_per_call}")
+
+    _require(ev.grid_resolution >= 2, "evaluation.grid_resolution", ev.grid_resolution, "must be >= 2")
+    _require(ev.ece_bins > 0, "evaluation.ece_bins", ev.ece_bins, "must be > 0")
+    _require(0 < ev.flatten_fraction < 1, "evaluation.flatten_fraction", ev.flatten_fraction,
+             "must be in (0, 1)")
+    if cfg.seeds is not None:
+        seeds = list(cfg.seeds)
+        _require(len(seeds) > 0 and len(set(seeds)) == len(seeds), "seeds", seeds,
+                 "must be null or a non-empty list of distinct integers")

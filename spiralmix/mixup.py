@@ -1,0 +1,68 @@
+"""Mixup as small pure functions: draw the mixing layer and λ, mix tensors and targets.
+
+Every draw takes an explicit ``torch.Generator``: λ and k are part of the run's seeded
+random streams (``torch.distributions.Beta`` cannot take a generator, hence the sampler).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def sample_layers(k_min: int, k_max: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n mixing layers drawn uniformly from the inclusive range [k_min, k_max]; int64 (n,)."""
+    if not 0 <= k_min <= k_max:
+        raise ValueError(f"need 0 <= k_min <= k_max, got [{k_min}, {k_max}]")
+    return torch.randint(k_min, k_max + 1, (n,), generator=generator)
+
+
+def sample_gamma(alpha: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n draws from Gamma(alpha, 1) (Marsaglia & Tsang, 2000), float64 (n,)."""
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    boost = alpha < 1  # Gamma(a) = Gamma(a + 1) · U^(1/a) for a < 1
+    d = (alpha + 1 if boost else alpha) - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    out = torch.empty(n, dtype=torch.float64)
+    todo = torch.arange(n)
+    while len(todo):
+        x = torch.randn(len(todo), generator=generator, dtype=torch.float64)
+        u = torch.rand(len(todo), generator=generator, dtype=torch.float64)
+        v = (1 + c * x) ** 3
+        ok = (v > 0) & (torch.log(u) < 0.5 * x**2 + d - d * v + d * torch.log(v.clamp_min(1e-300)))
+        out[todo[ok]] = d * v[ok]
+        todo = todo[~ok]
+    if boost:
+        out *= torch.rand(n, generator=generator, dtype=torch.float64) ** (1.0 / alpha)
+    return out
+
+
+def sample_lambda(alpha: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n mixing weights λ ~ Beta(alpha, alpha) in (0, 1); float32 (n,)."""
+    a = sample_gamma(alpha, n, generator)
+    b = sample_gamma(alpha, n, generator)
+    return (a / (a + b)).float()
+
+
+def mix(a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor | float) -> torch.Tensor:
+    """λ·a + (1−λ)·b; a tensor λ broadcasts against a and b (e.g. shape (E, 1, 1))."""
+    return lam * a + (1 - lam) * b
+
+
+def pair_indices(
+    pairing: str, batch_size: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which samples of a step's batch are mixed with which: indices (a, b) of equal length.
+
+    ``halves``: the batch has 2·B samples and sample i is mixed with sample B + i; both
+    halves of the result hold the same B mixed samples, so every row stays in use.
+    ``permute``: the batch has B samples, mixed with a random permutation of itself.
+    """
+    if pairing == "halves":
+        first = torch.arange(batch_size)
+        return first.repeat(2), (first + batch_size).repeat(2)
+    if pairing == "permute":
+        return torch.arange(batch_size), torch.randperm(batch_size, generator=generator)
+    raise ValueError(f"pairing must be 'halves' or 'permute', got {pairing!r}")

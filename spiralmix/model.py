@@ -1,0 +1,107 @@
+"""The MLP, and a stack of independent MLPs trained together as one ensemble."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NEGATIVE_SLOPE = 0.2
+
+
+class MLP(nn.Module):
+    """Binary classifier: hidden layers Linear → LeakyReLU(0.2) → Dropout(p), then a Linear logit.
+
+    ``forward(x, start, end)`` runs hidden layers ``start..end-1``, and the classifier only
+    when ``end`` is None; ``forward(x, 0, 0)`` is the identity. Splitting the pass at layer
+    k is what manifold mixup needs: run both samples up to k, mix, run the rest.
+    """
+
+    def __init__(
+        self, n_features: int = 2, hidden_dims: Sequence[int] = (32, 32, 32), p: float = 0.0
+    ) -> None:
+        super().__init__()
+        dims = [n_features, *hidden_dims]
+        self.hidden = nn.ModuleList(
+            nn.Sequential(nn.Linear(i, o), nn.LeakyReLU(NEGATIVE_SLOPE), nn.Dropout(p))
+            for i, o in zip(dims[:-1], dims[1:])
+        )
+        self.classifier = nn.Linear(dims[-1], 1)
+
+    @property
+    def n_hidden(self) -> int:
+        return len(self.hidden)
+
+    def forward(self, x: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
+        """x: (N, width of layer ``start``) → hidden state (N, width of ``end``) or logits (N,)."""
+        for layer in self.hidden[start:end]:
+            x = layer(x)
+        return x if end is not None else self.classifier(x).squeeze(-1)
+
+
+class MLPEnsemble(nn.Module):
+    """E independent MLPs with stacked weights, evaluated with batched matrix products.
+
+    Member e is initialised like ``nn.Linear`` (uniform in ±1/sqrt(fan_in)) from its own
+    ``generators[e]``, so it starts and (with its own batches) trains exactly like a
+    one-member ensemble of the same seed. Inputs and hidden states have shape (E, N, width).
+    """
+
+    def __init__(
+        self,
+        generators: Sequence[torch.Generator],
+        n_features: int = 2,
+        hidden_dims: Sequence[int] = (32, 32, 32),
+        p: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.n_members, self.p = len(generators), p
+        self.dims = [n_features, *hidden_dims, 1]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(self.dims[:-1], self.dims[1:]):
+            bound = 1.0 / math.sqrt(fan_in)
+            w = [(torch.rand(fan_in, fan_out, generator=g) * 2 - 1) * bound for g in generators]
+            b = [(torch.rand(1, fan_out, generator=g) * 2 - 1) * bound for g in generators]
+            self.weights.append(nn.Parameter(torch.stack(w)))  # (E, fan_in, fan_out)
+            self.biases.append(nn.Parameter(torch.stack(b)))  # (E, 1, fan_out)
+
+    @property
+    def n_hidden(self) -> int:
+        return len(self.dims) - 2
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        start: int = 0,
+        end: int | None = None,
+        dropout_masks: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """x: (E, N, width) → hidden state (E, N, width of ``end``) or logits (E, N).
+
+        ``dropout_masks[j]`` (E, N, width of layer j, already scaled by 1/(1-p)) replaces
+        random dropout after hidden layer j; without masks, dropout uses torch's global RNG.
+        """
+        stop = self.n_hidden if end is None else end
+        for j in range(start, stop):
+            x = F.leaky_relu(torch.baddbmm(self.biases[j], x, self.weights[j]), NEGATIVE_SLOPE)
+            if dropout_masks is not None:
+                x = x * dropout_masks[j]
+            elif self.training and self.p > 0:
+                x = F.dropout(x, self.p)
+        if end is not None:
+            return x
+        return torch.baddbmm(self.biases[-1], x, self.weights[-1]).squeeze(-1)
+
+    def member(self, e: int) -> MLP:
+        """Member e as a standalone :class:`MLP` (a copy)."""
+        mlp = MLP(self.dims[0], self.dims[1:-1], self.p)
+        linears = [layer[0] for layer in mlp.hidden] + [mlp.classifier]
+        with torch.no_grad():
+            for linear, w, b in zip(linears, self.weights, self.biases):
+                linear.weight.copy_(w[e].T)
+                linear.bias.copy_(b[e, 0])
+        return mlp

@@ -1,0 +1,224 @@
+"""The LightningModule: trains an ensemble of MLPs (one per seed) with optional manifold mixup."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from spiralmix import metrics
+from spiralmix.mixup import mix, pair_indices, sample_lambda, sample_layers
+from spiralmix.model import MLPEnsemble
+from spiralmix.streams import stream
+
+
+def _take(h: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows idx (E, N) of h (E, M, D) per member → (E, N, D)."""
+    return torch.gather(h, 1, idx.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+
+
+class MixupClassifier(pl.LightningModule):
+    """Manifold mixup on the two spirals, for one seed or several trained side by side.
+
+    Each seed is an independent member of an :class:`MLPEnsemble` with its own data split
+    (from the datamodule), initial weights, batches, λ, k and dropout masks, all drawn from
+    that seed's streams: member e trains exactly like a one-seed run of ``seeds[e]``.
+
+    A ``training_step`` call runs ``steps_per_call`` optimizer steps on a chunk of batches
+    (Lightning's per-call overhead would otherwise dominate a model this small). Each step
+    draws k ∈ [k_min, k_max] and λ ~ Beta(α, α) per member, runs both halves of the batch up
+    to layer k, mixes hidden states and targets with λ, runs the rest, and minimises binary
+    cross-entropy on the soft targets. Without mixup every sample of the batch is used.
+    """
+
+    def __init__(
+        self,
+        seeds: Sequence[int] = (123,),
+        n_features: int = 2,
+        hidden_dims: Sequence[int] = (32, 32, 32),
+        p: float = 0.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        mixup_enabled: bool = False,
+        mixup_alpha: float = 2.0,
+        mixup_layers: Sequence[int] | None = None,
+        pairing: str = "halves",
+        batch_size: int = 32,
+        steps_per_call: int = 250,
+        eval_every_n_steps: int = 2500,
+        log_every_n_steps: int = 1,
+        ece_bins: int = 15,
+        flatten_fraction: float = 0.1,
+        grid_resolution: int = 100,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.automatic_optimization = False
+        self.seeds = list(seeds)
+        self.net = MLPEnsemble(
+            [stream(s, "init") for s in self.seeds], n_features, hidden_dims, p
+        )
+        n_hidden = self.net.n_hidden
+        self.k_min, self.k_max = mixup_layers if mixup_layers is not None else (0, n_hidden)
+        self.history: list[dict] = []  # one entry per evaluation: step and metric → (E,) list
+        self.last_eval: dict[str, torch.Tensor] = {}  # tensors of the latest evaluation
+
+    @property
+    def n_members(self) -> int:
+        return len(self.seeds)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities of class 1 for points x of shape (E, N, 2) or (N, 2) (same for all)."""
+        if x.ndim == 2:
+            x = x.expand(self.n_members, -1, -1)
+        return torch.sigmoid(self.net(x))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        first_step = self.global_step
+        chunk = int(batch["chunk"])
+        assert chunk * self.hparams.steps_per_call == first_step, "batches out of step"
+        n_steps = min(self.hparams.steps_per_call, self.trainer.max_steps - first_step)
+        draws = self._draw(chunk, n_steps)
+        losses = torch.empty(n_steps, self.n_members)
+        for s in range(n_steps):
+            loss = self._loss(batch["x"][s], batch["y"][s], {k: v[s] for k, v in draws.items()})
+            optimizer.zero_grad(set_to_none=True)
+            # Members share no parameters, so the sum's gradient is each member's own.
+            self.manual_backward(loss.sum())
+            optimizer.step()
+            losses[s] = loss.detach()
+        self._log_steps(first_step, losses, draws)
+        last = self.global_step >= self.trainer.max_steps
+        if self.global_step % self.hparams.eval_every_n_steps == 0 or last:
+            self.evaluate()
+
+    def _draw(self, chunk: int, n_steps: int) -> dict[str, torch.Tensor]:
+        """Each member's random numbers for the chunk's steps, from that member's streams."""
+        hp = self.hparams
+        draws: dict[str, list[torch.Tensor]] = {}
+        widths = list(hp.hidden_dims)
+        n = 2 * hp.batch_size if hp.pairing == "halves" else hp.batch_size
+        S = hp.steps_per_call  # always draw the whole chunk: the stream must not depend on n_steps
+        for seed in self.seeds:
+            if hp.mixup_enabled:
+                gen = stream(seed, "mixup", chunk)
+                draws.setdefault("k", []).append(sample_layers(self.k_min, self.k_max, S, gen))
+                draws.setdefault("lam", []).append(sample_lambda(hp.mixup_alpha, S, gen))
+                pairs = [pair_indices(hp.pairing, hp.batch_size, gen) for _ in range(S)]
+                draws.setdefault("a", []).append(torch.stack([a for a, _ in pairs]))
+                draws.setdefault("b", []).append(torch.stack([b for _, b in pairs]))
+            if hp.p > 0:
+                gen = stream(seed, "dropout", chunk)
+                for j, width in enumerate(widths):
+                    keep = torch.rand(S, n, width, generator=gen) >= hp.p
+                    draws.setdefault(f"mask{j}", []).append(keep.float() / (1 - hp.p))
+        # Stack members on axis 1 and keep the first n_steps: (n_steps, E, ...).
+        return {k: torch.stack(v, 1)[:n_steps] for k, v in draws.items()}
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, draw: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-member training loss of one step. x: (E, N, 2), y: (E, N) → (E,)."""
+        masks = [draw[f"mask{j}"] for j in range(self.net.n_hidden)] if self.hparams.p > 0 else None
+        if not self.hparams.mixup_enabled:
+            return metrics.binary_nll(self.net(x, dropout_masks=masks), y)
+        a, b, k = draw["a"], draw["b"], draw["k"]  # (E, N), (E, N), (E,)
+        lam = draw["lam"].view(-1, 1, 1)
+        y = mix(y.gather(1, a), y.gather(1, b), lam[..., 0])
+        h = x
+        ks = k.tolist()
+        for j in range(self.net.n_hidden + 1):
+            if j > 0:
+                h = self.net(h, j - 1, j, masks)
+            if j in ks:  # some member mixes here; `where` keeps the others unmixed
+                mixed = mix(_take(h, a), _take(h, b), lam)
+                at_j = ks.count(j) == len(ks)
+                h = mixed if at_j else torch.where((k == j).view(-1, 1, 1), mixed, h)
+        return metrics.binary_nll(self.net(h, self.net.n_hidden), y)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, torch.Tensor]:
+        """Evaluate every member on its whole test set (and train / validation sets).
+
+        Logs each metric to the member's own logger at the current step, appends it to
+        ``history`` and keeps the tensors figures need in ``last_eval``.
+        """
+        dm = self.trainer.datamodule
+        hp = self.hparams
+        was_training = self.training
+        self.eval()
+        out: dict[str, torch.Tensor] = {}
+        for split, prefix in (("test", "test"), ("train", "train_clean"), ("val", "val")):
+            X, y = getattr(dm, f"{split}_X"), getattr(dm, f"{split}_y")
+            if X.shape[1] == 0:
+                continue
+            logits = self.net(X)
+            p = torch.sigmoid(logits)
+            out[f"{prefix}/loss"] = metrics.binary_nll(logits, y)
+            out[f"{prefix}/acc"] = metrics.accuracy(p, y)
+            if split == "test":
+                out["test/nll"] = out["test/loss"]
+                out["test/brier"] = metrics.brier_score(p, y)
+                out["test/ece"] = metrics.expected_calibration_error(p, y, hp.ece_bins)
+                self.last_eval["test_p"] = p
+        grid = self.grid(dm.test_X)
+        grid_p = self(grid)
+        out["boundary/uncertain_fraction"] = metrics.uncertain_fraction(grid_p)
+        out["ood/confidence"] = metrics.mean_confidence(self(metrics.ring()))
+        spectra = []
+        for k in range(self.net.n_hidden + 1):
+            h = self.net(dm.train_X, 0, k)
+            sv = metrics.class_singular_values(h, dm.train_y)  # (E, 2, D)
+            out[f"flatten/layer{k}/top_sv"] = sv[..., 0].mean(-1)
+            sig = metrics.n_significant(sv, hp.flatten_fraction)
+            out[f"flatten/layer{k}/n_significant"] = sig.mean(-1)
+            spectra.append(sv)
+        self.last_eval.update(grid=grid, grid_p=grid_p, spectra=spectra, step=self.global_step)
+        self.train(was_training)
+
+        step = self.global_step
+        for e, logger in enumerate(self.loggers):
+            for name, value in out.items():
+                logger.experiment.add_scalar(name, value[e].item(), step)
+        self.history.append({"step": step, **{k: v.tolist() for k, v in out.items()}})
+        return out
+
+    def grid(self, X: torch.Tensor) -> torch.Tensor:
+        """A resolution² grid per member covering its points X (E, N, 2) ± 0.5: (E, R², 2)."""
+        R = self.hparams.grid_resolution
+        lo, hi = X.amin(1) - 0.5, X.amax(1) + 0.5  # (E, 2)
+        t = torch.linspace(0, 1, R)
+        xs = lo[:, :1] + (hi[:, :1] - lo[:, :1]) * t  # (E, R)
+        ys = lo[:, 1:] + (hi[:, 1:] - lo[:, 1:]) * t
+        gx = xs.unsqueeze(1).expand(-1, R, -1)  # row i, column j → (xs[j], ys[i])
+        gy = ys.unsqueeze(2).expand(-1, -1, R)
+        return torch.stack([gx, gy], -1).reshape(len(X), R * R, 2)
+
+    def on_train_start(self) -> None:
+        if self.global_step == 0:  # a resumed run evaluated this step before it stopped
+            self.evaluate()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = checkpoint.get("history", [])
+
+    def _log_steps(self, first_step: int, losses: torch.Tensor, draws: dict) -> None:
+        every = self.hparams.log_every_n_steps
+        for e, logger in enumerate(self.loggers):
+            writer = logger.experiment
+            for s in range(0, len(losses), every):
+                step = first_step + s
+                writer.add_scalar("train/loss", losses[s, e].item(), step)
+                if self.hparams.mixup_enabled:
+                    writer.add_scalar("mixup/k", draws["k"][s, e].item(), step)
+                    writer.add_scalar("mixup/lambda", draws["lam"][s, e].item(), step)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        kwargs = {"lr": self.hparams.lr, "weight_decay": self.hparams.weight_decay}
+        try:  # the fused kernel does one pass over all parameters instead of one per tensor
+            return torch.optim.AdamW(self.parameters(), fused=True, **kwargs)
+        except (RuntimeError, TypeError):
+            return torch.optim.AdamW(self.parameters(), **kwargs)

@@ -1,0 +1,132 @@
+"""Matplotlib figures from plain tensors: no Lightning, no logging, no files.
+
+Colours are shared by every figure: class 0 and p → 0 are blue, class 1 and p → 1 are
+red, and p = 0.5 (no preference: uncertainty) is white.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+CMAP = "RdBu_r"
+CLASS_COLORS = ("#2166ac", "#b2182b")
+LEVELS = [i / 20 for i in range(21)]
+
+
+def _points(ax, X: torch.Tensor, y: torch.Tensor, size: float = 8, edge: bool = False) -> None:
+    for label, color in enumerate(CLASS_COLORS):
+        pts = X[y == label]
+        ax.scatter(
+            pts[:, 0], pts[:, 1], s=size, c=color, label=f"class {label}",
+            edgecolors="black" if edge else "none", linewidths=0.4,
+        )
+
+
+def _square(ax, X: torch.Tensor | None = None, grid: torch.Tensor | None = None) -> None:
+    ax.set_aspect("equal")
+    pts = grid if grid is not None else X
+    if pts is not None:
+        ax.set_xlim(float(pts[:, 0].min()), float(pts[:, 0].max()))
+        ax.set_ylim(float(pts[:, 1].min()), float(pts[:, 1].max()))
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+
+
+def data_figure(X: torch.Tensor, y: torch.Tensor, title: str) -> Figure:
+    """Scatter plot of points X (N, 2) coloured by label y (N,)."""
+    fig = Figure(figsize=(4.6, 4.2), dpi=90, layout="constrained")
+    ax = fig.add_subplot()
+    _points(ax, X, y, size=6)
+    _square(ax)
+    ax.legend(loc="upper right", fontsize=8, markerscale=2)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def draw_boundary(
+    ax,
+    grid: torch.Tensor,
+    p: torch.Tensor,
+    X: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
+):
+    """Filled contour of p over a square grid (R², 2) on ``ax``, optionally with points."""
+    R = int(round(len(grid) ** 0.5))
+    gx, gy = grid[:, 0].reshape(R, R), grid[:, 1].reshape(R, R)
+    mappable = ax.contourf(gx, gy, p.reshape(R, R), levels=LEVELS, cmap=CMAP, vmin=0, vmax=1)
+    if X is not None:
+        _points(ax, X, y, size=10, edge=True)
+    _square(ax, grid=grid)
+    return mappable
+
+
+def boundary_figure(
+    grid: torch.Tensor,
+    p: torch.Tensor,
+    title: str,
+    X: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
+) -> Figure:
+    """Predicted probability of class 1 over a grid, with a colour bar; points optional."""
+    fig = Figure(figsize=(5.0, 4.2), dpi=90, layout="constrained")
+    ax = fig.add_subplot()
+    mappable = draw_boundary(ax, grid, p, X, y)
+    fig.colorbar(mappable, ax=ax, label="p(class 1)", ticks=[0, 0.25, 0.5, 0.75, 1])
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def draw_reliability(ax, stats: dict[str, torch.Tensor], label: str | None = None) -> None:
+    """Accuracy against confidence per bin (one member's stats, (n_bins,) each)."""
+    centers = (stats["edges"][:-1] + stats["edges"][1:]) / 2
+    filled = stats["count"] > 0
+    ax.plot([0.5, 1], [0.5, 1], color="grey", linestyle="--", linewidth=1)
+    ax.plot(stats["confidence"][filled], stats["accuracy"][filled], marker="o", label=label)
+    ax.set_xlim(0.5, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence max(p, 1-p)")
+    ax.set_ylabel("accuracy")
+
+
+def reliability_figure(stats: dict[str, torch.Tensor], title: str) -> Figure:
+    """Reliability diagram with the fraction of points per bin below it."""
+    fig = Figure(figsize=(4.6, 4.6), dpi=90, layout="constrained")
+    ax, ax_count = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    draw_reliability(ax, stats)
+    ax.set_xlabel("")
+    edges = stats["edges"]
+    ax_count.bar(edges[:-1], stats["count"] / stats["count"].sum(), width=edges[1] - edges[0],
+                 align="edge", color="grey")
+    ax_count.set_xlabel("confidence max(p, 1-p)")
+    ax_count.set_ylabel("fraction")
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def draw_spectra(ax, spectrum: torch.Tensor, layer: int) -> None:
+    """Singular values of the two classes' centred representations (2, D), log scale."""
+    for label, color in enumerate(CLASS_COLORS):
+        sv = spectrum[label]
+        ax.semilogy(range(1, len(sv) + 1), sv.clamp_min(1e-8), marker=".", color=color,
+                    label=f"class {label}")
+    ax.set_title("input" if layer == 0 else f"after hidden layer {layer}", fontsize=9)
+    ax.set_xlabel("index")
+
+
+def spectrum_figure(spectra: Sequence[torch.Tensor], title: str) -> Figure:
+    """One panel per layer: singular values per class, as in Verma et al. (2019)."""
+    fig = Figure(figsize=(2.6 * len(spectra), 3.0), dpi=90, layout="constrained")
+    axes = fig.subplots(1, len(spectra), squeeze=False)[0]
+    for layer, (ax, spectrum) in enumerate(zip(axes, spectra)):
+        draw_spectra(ax, spectrum, layer)
+    axes[0].set_ylabel("singular value")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return fig
