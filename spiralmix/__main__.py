@@ -1,9 +1,9 @@
 """Command line: Hydra's entry point around :func:`spiralmix.train.train`.
 
-    python -m spiralmix                                   # no regularization, seed 123
-    python -m spiralmix regularizer=mixup trainer.max_steps=20000
-    python -m spiralmix -m regularizer=none,mixup seed=123,124
-    tensorboard --logdir outputs
+python -m spiralmix                                   # no regularization, seed 123
+python -m spiralmix regularizer=mixup trainer.max_steps=20000
+python -m spiralmix -m regularizer=none,mixup seed=123,124
+tensorboard --logdir outputs
 """
 
 from __future__ import annotations

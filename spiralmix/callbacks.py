@@ -62,9 +62,25 @@ class BoundaryImages(pl.Callback):
                     latest["test_p"][e : e + 1], dm.test_y[e : e + 1], pl_module.hparams.ece_bins
                 )
                 stats = {k: v[0] if k != "edges" else v for k, v in stats.items()}
-                writer.add_figure("calibration/reliability", plots.reliability_figure(stats, title), step)
+                writer.add_figure(
+                    "calibration/reliability", plots.reliability_figure(stats, title), step
+                )
                 spectra = [sv[e] for sv in latest["spectra"]]
                 writer.add_figure("flatten/spectrum", plots.spectrum_figure(spectra, title), step)
+
+
+class HparamsWithResults(pl.Callback):
+    """At the end, log each member's flat config with its final test metrics as hparams,
+    so TensorBoard's HPARAMS tab compares runs (and seeds) side by side."""
+
+    def __init__(self, member_hparams: list[dict]) -> None:
+        self.member_hparams = member_hparams
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        final = pl_module.history[-1]
+        for e, (logger, hparams) in enumerate(zip(trainer.loggers, self.member_hparams)):
+            results = {f"hparams/{k}": v[e] for k, v in final.items() if k.startswith("test/")}
+            logger.log_hyperparams(hparams, results)
 
 
 class RunProgress(pl.Callback):
@@ -83,8 +99,11 @@ class RunProgress(pl.Callback):
         self._start, self._start_step = time.perf_counter(), trainer.global_step
         if self.interactive:
             self._bar = tqdm(
-                total=trainer.max_steps, initial=trainer.global_step, unit="step",
-                dynamic_ncols=True, smoothing=0.1,
+                total=trainer.max_steps,
+                initial=trainer.global_step,
+                unit="step",
+                dynamic_ncols=True,
+                smoothing=0.1,
             )
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_) -> None:

@@ -104,28 +104,52 @@ def split_sizes(cfg: DictConfig) -> dict[str, int]:
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value that cannot work."""
     d, m, mx, t, ev = cfg.data, cfg.model, cfg.mixup, cfg.trainer, cfg.evaluation
-    _require(d.n_samples > 0 and d.n_samples % 2 == 0, "data.n_samples", d.n_samples,
-             "must be a positive even integer")
+    _require(
+        d.n_samples > 0 and d.n_samples % 2 == 0,
+        "data.n_samples",
+        d.n_samples,
+        "must be a positive even integer",
+    )
     _require(d.noise >= 0, "data.noise", d.noise, "must be >= 0")
     _require(d.n_cycles > 0, "data.n_cycles", d.n_cycles, "must be > 0")
     _require(0 < d.test_fraction < 1, "data.test_fraction", d.test_fraction, "must be in (0, 1)")
     _require(0 <= d.val_fraction < 1, "data.val_fraction", d.val_fraction, "must be in [0, 1)")
     sizes = split_sizes(cfg)
-    _require(sizes["test"] > 0, "data.test_fraction", d.test_fraction,
-             f"leaves no test points out of data.n_samples={d.n_samples}")
-    _require(sizes["train"] > 0, "data.test_fraction + data.val_fraction",
-             d.test_fraction + d.val_fraction, "must leave training points")
-    _require(d.val_fraction == 0 or sizes["val"] > 0, "data.val_fraction", d.val_fraction,
-             f"leaves no validation points out of data.n_samples={d.n_samples}")
+    _require(
+        sizes["test"] > 0,
+        "data.test_fraction",
+        d.test_fraction,
+        f"leaves no test points out of data.n_samples={d.n_samples}",
+    )
+    _require(
+        sizes["train"] > 0,
+        "data.test_fraction + data.val_fraction",
+        d.test_fraction + d.val_fraction,
+        "must leave training points",
+    )
+    _require(
+        d.val_fraction == 0 or sizes["val"] > 0,
+        "data.val_fraction",
+        d.val_fraction,
+        f"leaves no validation points out of data.n_samples={d.n_samples}",
+    )
     _require(d.batch_size > 0, "data.batch_size", d.batch_size, "must be > 0")
     _require(mx.pairing in PAIRINGS, "mixup.pairing", mx.pairing, f"must be one of {PAIRINGS}")
     per_step = 2 * d.batch_size if mx.pairing == "halves" else d.batch_size
-    _require(per_step <= sizes["train"], "data.batch_size", d.batch_size,
-             f"a step draws {per_step} distinct points (pairing {mx.pairing}) "
-             f"but the split leaves {sizes['train']} training points")
+    _require(
+        per_step <= sizes["train"],
+        "data.batch_size",
+        d.batch_size,
+        f"a step draws {per_step} distinct points (pairing {mx.pairing}) "
+        f"but the split leaves {sizes['train']} training points",
+    )
 
-    _require(len(m.hidden_dims) > 0 and all(h > 0 for h in m.hidden_dims), "model.hidden_dims",
-             list(m.hidden_dims), "must be a non-empty list of positive sizes")
+    _require(
+        len(m.hidden_dims) > 0 and all(h > 0 for h in m.hidden_dims),
+        "model.hidden_dims",
+        list(m.hidden_dims),
+        "must be a non-empty list of positive sizes",
+    )
     _require(0 <= m.p < 1, "model.p", m.p, "dropout probability must be in [0, 1)")
     _require(m.lr > 0, "model.lr", m.lr, "must be > 0")
     _require(m.weight_decay >= 0, "model.weight_decay", m.weight_decay, "must be >= 0")
@@ -134,22 +158,46 @@ def validate(cfg: DictConfig) -> None:
     n_hidden = len(m.hidden_dims)
     if mx.layers is not None:
         layers = list(mx.layers)
-        _require(len(layers) == 2 and 0 <= layers[0] <= layers[1] <= n_hidden, "mixup.layers",
-                 layers, f"must be [k_min, k_max] with 0 <= k_min <= k_max <= {n_hidden} "
-                 "(0 = input, i = output of hidden layer i)")
+        _require(
+            len(layers) == 2 and 0 <= layers[0] <= layers[1] <= n_hidden,
+            "mixup.layers",
+            layers,
+            f"must be [k_min, k_max] with 0 <= k_min <= k_max <= {n_hidden} "
+            "(0 = input, i = output of hidden layer i)",
+        )
 
-    for key in ("max_steps", "eval_every_n_steps", "checkpoint_every_n_steps", "steps_per_call",
-                "log_every_n_steps", "torch_threads"):
+    for key in (
+        "max_steps",
+        "eval_every_n_steps",
+        "checkpoint_every_n_steps",
+        "steps_per_call",
+        "log_every_n_steps",
+        "torch_threads",
+    ):
         _require(t[key] > 0, f"trainer.{key}", t[key], "must be > 0")
     for key in ("eval_every_n_steps", "checkpoint_every_n_steps"):
-        _require(t[key] % t.steps_per_call == 0, f"trainer.{key}", t[key],
-                 f"must be a multiple of trainer.steps_per_call={t.steps_per_call}")
+        _require(
+            t[key] % t.steps_per_call == 0,
+            f"trainer.{key}",
+            t[key],
+            f"must be a multiple of trainer.steps_per_call={t.steps_per_call}",
+        )
 
-    _require(ev.grid_resolution >= 2, "evaluation.grid_resolution", ev.grid_resolution, "must be >= 2")
+    _require(
+        ev.grid_resolution >= 2, "evaluation.grid_resolution", ev.grid_resolution, "must be >= 2"
+    )
     _require(ev.ece_bins > 0, "evaluation.ece_bins", ev.ece_bins, "must be > 0")
-    _require(0 < ev.flatten_fraction < 1, "evaluation.flatten_fraction", ev.flatten_fraction,
-             "must be in (0, 1)")
+    _require(
+        0 < ev.flatten_fraction < 1,
+        "evaluation.flatten_fraction",
+        ev.flatten_fraction,
+        "must be in (0, 1)",
+    )
     if cfg.seeds is not None:
         seeds = list(cfg.seeds)
-        _require(len(seeds) > 0 and len(set(seeds)) == len(seeds), "seeds", seeds,
-                 "must be null or a non-empty list of distinct integers")
+        _require(
+            len(seeds) > 0 and len(set(seeds)) == len(seeds),
+            "seeds",
+            seeds,
+            "must be null or a non-empty list of distinct integers",
+        )

@@ -52,17 +52,18 @@ def mix(a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor | float) -> torch.Te
 
 
 def pair_indices(
-    pairing: str, batch_size: int, generator: torch.Generator | None = None
+    pairing: str, batch_size: int, n_steps: int = 1, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which samples of a step's batch are mixed with which: indices (a, b) of equal length.
+    """Which samples of each step's batch are mixed with which: indices a, b of shape (n_steps, N).
 
-    ``halves``: the batch has 2·B samples and sample i is mixed with sample B + i; both
+    ``halves``: the batch has N = 2·B samples and sample i is mixed with sample B + i; both
     halves of the result hold the same B mixed samples, so every row stays in use.
-    ``permute``: the batch has B samples, mixed with a random permutation of itself.
+    ``permute``: the batch has N = B samples, mixed with a random permutation of itself.
     """
     if pairing == "halves":
-        first = torch.arange(batch_size)
-        return first.repeat(2), (first + batch_size).repeat(2)
+        first = torch.arange(batch_size).repeat(2)
+        return first.expand(n_steps, -1), (first + batch_size).expand(n_steps, -1)
     if pairing == "permute":
-        return torch.arange(batch_size), torch.randperm(batch_size, generator=generator)
+        a = torch.arange(batch_size).expand(n_steps, -1)
+        return a, torch.rand(n_steps, batch_size, generator=generator).argsort(dim=1)
     raise ValueError(f"pairing must be 'halves' or 'permute', got {pairing!r}")

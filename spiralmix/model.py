@@ -68,6 +68,8 @@ class MLPEnsemble(nn.Module):
             b = [(torch.rand(1, fan_out, generator=g) * 2 - 1) * bound for g in generators]
             self.weights.append(nn.Parameter(torch.stack(w)))  # (E, fan_in, fan_out)
             self.biases.append(nn.Parameter(torch.stack(b)))  # (E, 1, fan_out)
+        # Plain references to the same parameters: ParameterList indexing is slow per step.
+        self._layers = tuple(zip(self.weights, self.biases))
 
     @property
     def n_hidden(self) -> int:
@@ -86,15 +88,18 @@ class MLPEnsemble(nn.Module):
         random dropout after hidden layer j; without masks, dropout uses torch's global RNG.
         """
         stop = self.n_hidden if end is None else end
+        layers = self._layers
         for j in range(start, stop):
-            x = F.leaky_relu(torch.baddbmm(self.biases[j], x, self.weights[j]), NEGATIVE_SLOPE)
+            w, b = layers[j]
+            x = F.leaky_relu(torch.baddbmm(b, x, w), NEGATIVE_SLOPE)
             if dropout_masks is not None:
                 x = x * dropout_masks[j]
             elif self.training and self.p > 0:
                 x = F.dropout(x, self.p)
         if end is not None:
             return x
-        return torch.baddbmm(self.biases[-1], x, self.weights[-1]).squeeze(-1)
+        w, b = layers[-1]
+        return torch.baddbmm(b, x, w).squeeze(-1)
 
     def member(self, e: int) -> MLP:
         """Member e as a standalone :class:`MLP` (a copy)."""

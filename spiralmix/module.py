@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
+from tensorboard.compat.proto.summary_pb2 import Summary
 
 from spiralmix import metrics
 from spiralmix.mixup import mix, pair_indices, sample_lambda, sample_layers
@@ -57,9 +57,7 @@ class MixupClassifier(pl.LightningModule):
         self.save_hyperparameters(logger=False)
         self.automatic_optimization = False
         self.seeds = list(seeds)
-        self.net = MLPEnsemble(
-            [stream(s, "init") for s in self.seeds], n_features, hidden_dims, p
-        )
+        self.net = MLPEnsemble([stream(s, "init") for s in self.seeds], n_features, hidden_dims, p)
         n_hidden = self.net.n_hidden
         self.k_min, self.k_max = mixup_layers if mixup_layers is not None else (0, n_hidden)
         self.history: list[dict] = []  # one entry per evaluation: step and metric → (E,) list
@@ -76,7 +74,9 @@ class MixupClassifier(pl.LightningModule):
         return torch.sigmoid(self.net(x))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        optimizer = self.optimizers()
+        # The raw torch optimizer: Lightning's per-step hooks would cost more than the step.
+        optimizer = self.optimizers().optimizer
+        params = list(self.parameters())
         first_step = self.global_step
         chunk = int(batch["chunk"])
         assert chunk * self.hparams.steps_per_call == first_step, "batches out of step"
@@ -85,15 +85,24 @@ class MixupClassifier(pl.LightningModule):
         losses = torch.empty(n_steps, self.n_members)
         for s in range(n_steps):
             loss = self._loss(batch["x"][s], batch["y"][s], {k: v[s] for k, v in draws.items()})
-            optimizer.zero_grad(set_to_none=True)
+            for param in params:
+                param.grad = None
             # Members share no parameters, so the sum's gradient is each member's own.
-            self.manual_backward(loss.sum())
+            loss.sum().backward()
             optimizer.step()
             losses[s] = loss.detach()
+        self._count_optimizer_steps(n_steps)
         self._log_steps(first_step, losses, draws)
         last = self.global_step >= self.trainer.max_steps
         if self.global_step % self.hparams.eval_every_n_steps == 0 or last:
             self.evaluate()
+
+    def _count_optimizer_steps(self, n: int) -> None:
+        """Advance Lightning's step counter (global_step) by the n steps this call made."""
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        for _ in range(n):
+            progress.increment_ready()
+            progress.increment_completed()
 
     def _draw(self, chunk: int, n_steps: int) -> dict[str, torch.Tensor]:
         """Each member's random numbers for the chunk's steps, from that member's streams."""
@@ -107,9 +116,9 @@ class MixupClassifier(pl.LightningModule):
                 gen = stream(seed, "mixup", chunk)
                 draws.setdefault("k", []).append(sample_layers(self.k_min, self.k_max, S, gen))
                 draws.setdefault("lam", []).append(sample_lambda(hp.mixup_alpha, S, gen))
-                pairs = [pair_indices(hp.pairing, hp.batch_size, gen) for _ in range(S)]
-                draws.setdefault("a", []).append(torch.stack([a for a, _ in pairs]))
-                draws.setdefault("b", []).append(torch.stack([b for _, b in pairs]))
+                a, b = pair_indices(hp.pairing, hp.batch_size, S, gen)
+                draws.setdefault("a", []).append(a)
+                draws.setdefault("b", []).append(b)
             if hp.p > 0:
                 gen = stream(seed, "dropout", chunk)
                 for j, width in enumerate(widths):
@@ -118,7 +127,9 @@ class MixupClassifier(pl.LightningModule):
         # Stack members on axis 1 and keep the first n_steps: (n_steps, E, ...).
         return {k: torch.stack(v, 1)[:n_steps] for k, v in draws.items()}
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor, draw: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _loss(
+        self, x: torch.Tensor, y: torch.Tensor, draw: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         """Per-member training loss of one step. x: (E, N, 2), y: (E, N) → (E,)."""
         masks = [draw[f"mask{j}"] for j in range(self.net.n_hidden)] if self.hparams.p > 0 else None
         if not self.hparams.mixup_enabled:
@@ -206,15 +217,20 @@ class MixupClassifier(pl.LightningModule):
         self.history = checkpoint.get("history", [])
 
     def _log_steps(self, first_step: int, losses: torch.Tensor, draws: dict) -> None:
+        """Per-step scalars, one TensorBoard event per step for all tags (cheaper than one each)."""
         every = self.hparams.log_every_n_steps
+        columns = {"train/loss": losses}
+        if self.hparams.mixup_enabled:
+            columns.update({"mixup/k": draws["k"], "mixup/lambda": draws["lam"]})
+        rows = range(-first_step % every, len(losses), every)
         for e, logger in enumerate(self.loggers):
-            writer = logger.experiment
-            for s in range(0, len(losses), every):
-                step = first_step + s
-                writer.add_scalar("train/loss", losses[s, e].item(), step)
-                if self.hparams.mixup_enabled:
-                    writer.add_scalar("mixup/k", draws["k"][s, e].item(), step)
-                    writer.add_scalar("mixup/lambda", draws["lam"][s, e].item(), step)
+            values = {tag: column[:, e].tolist() for tag, column in columns.items()}
+            file_writer = logger.experiment._get_file_writer()
+            for s in rows:
+                summary = Summary(
+                    value=[Summary.Value(tag=tag, simple_value=v[s]) for tag, v in values.items()]
+                )
+                file_writer.add_summary(summary, first_step + s)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         kwargs = {"lr": self.hparams.lr, "weight_decay": self.hparams.weight_decay}

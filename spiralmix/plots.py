@@ -24,8 +24,13 @@ def _points(ax, X: torch.Tensor, y: torch.Tensor, size: float = 8, edge: bool = 
     for label, color in enumerate(CLASS_COLORS):
         pts = X[y == label]
         ax.scatter(
-            pts[:, 0], pts[:, 1], s=size, c=color, label=f"class {label}",
-            edgecolors="black" if edge else "none", linewidths=0.4,
+            pts[:, 0],
+            pts[:, 1],
+            s=size,
+            c=color,
+            label=f"class {label}",
+            edgecolors="black" if edge else "none",
+            linewidths=0.4,
         )
 
 
@@ -85,7 +90,6 @@ def boundary_figure(
 
 def draw_reliability(ax, stats: dict[str, torch.Tensor], label: str | None = None) -> None:
     """Accuracy against confidence per bin (one member's stats, (n_bins,) each)."""
-    centers = (stats["edges"][:-1] + stats["edges"][1:]) / 2
     filled = stats["count"] > 0
     ax.plot([0.5, 1], [0.5, 1], color="grey", linestyle="--", linewidth=1)
     ax.plot(stats["confidence"][filled], stats["accuracy"][filled], marker="o", label=label)
@@ -102,8 +106,13 @@ def reliability_figure(stats: dict[str, torch.Tensor], title: str) -> Figure:
     draw_reliability(ax, stats)
     ax.set_xlabel("")
     edges = stats["edges"]
-    ax_count.bar(edges[:-1], stats["count"] / stats["count"].sum(), width=edges[1] - edges[0],
-                 align="edge", color="grey")
+    ax_count.bar(
+        edges[:-1],
+        stats["count"] / stats["count"].sum(),
+        width=edges[1] - edges[0],
+        align="edge",
+        color="grey",
+    )
     ax_count.set_xlabel("confidence max(p, 1-p)")
     ax_count.set_ylabel("fraction")
     ax.set_title(title, fontsize=10)
@@ -114,8 +123,13 @@ def draw_spectra(ax, spectrum: torch.Tensor, layer: int) -> None:
     """Singular values of the two classes' centred representations (2, D), log scale."""
     for label, color in enumerate(CLASS_COLORS):
         sv = spectrum[label]
-        ax.semilogy(range(1, len(sv) + 1), sv.clamp_min(1e-8), marker=".", color=color,
-                    label=f"class {label}")
+        ax.semilogy(
+            range(1, len(sv) + 1),
+            sv.clamp_min(1e-8),
+            marker=".",
+            color=color,
+            label=f"class {label}",
+        )
     ax.set_title("input" if layer == 0 else f"after hidden layer {layer}", fontsize=9)
     ax.set_xlabel("index")
 

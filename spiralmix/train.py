@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from spiralmix.callbacks import BoundaryImages, RunProgress
+from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
 from spiralmix.config import validate
 from spiralmix.data import SpiralDataModule
 from spiralmix.module import MixupClassifier
@@ -89,8 +89,10 @@ def summarize(history: list[dict], member: int) -> dict:
     return {
         "final": final,
         "best": {
-            "test/acc": accs[best_acc], "test/acc_step": history[best_acc]["step"],
-            "test/loss": losses[best_loss], "test/loss_step": history[best_loss]["step"],
+            "test/acc": accs[best_acc],
+            "test/acc_step": history[best_acc]["step"],
+            "test/loss": losses[best_loss],
+            "test/loss_step": history[best_loss]["step"],
         },
     }
 
@@ -134,6 +136,9 @@ def train(cfg: DictConfig, run_dir: Path | str) -> list[dict]:
         logger=loggers,
         callbacks=[
             BoundaryImages(cfg.regularizer_name, cfg.evaluation.diagnostic_figures),
+            HparamsWithResults(
+                [flatten_config({**resolved, "seed": seed, "seeds": None}) for seed in seeds]
+            ),
             RunProgress(interactive=progress),
             checkpoints,
         ],
@@ -166,20 +171,42 @@ def train(cfg: DictConfig, run_dir: Path | str) -> list[dict]:
             ],
         }
         hparams = flatten_config({**resolved, "seed": seed, "seeds": None})
-        logger.log_hyperparams(hparams, {f"hparams/{k}": v for k, v in summary["final"].items()
-                                         if k.startswith("test/")})
+        logger.log_hyperparams(
+            hparams,
+            {f"hparams/{k}": v for k, v in summary["final"].items() if k.startswith("test/")},
+        )
         logger.finalize("success")
+        save_boundary(d / "boundary.pt", module.last_eval, datamodule, e)
         write_json_atomic(d / "metrics.json", result)
         results.append(result)
         final = summary["final"]
+        rate = trainer.global_step / wall
         print(
             f"{cfg.regularizer_name} seed {seed}: test acc {final['test/acc']:.3f}  "
             f"test loss {final['test/loss']:.3f}  ECE {final['test/ece']:.3f}  "
-            f"{trainer.global_step:,} steps in {wall:.0f} s ({trainer.global_step / wall:,.0f} steps/s)"
-            f"  → {d}",
+            f"{trainer.global_step:,} steps in {wall:.0f} s ({rate:,.0f} steps/s)  → {d}",
             flush=True,
         )
     return results
+
+
+def save_boundary(path: Path, last_eval: dict, datamodule: SpiralDataModule, e: int) -> None:
+    """The final probability grid and the data of member e, for reports (tensors only)."""
+    data = {
+        "step": torch.tensor(last_eval["step"]),
+        "grid": last_eval["grid"][e],
+        "grid_p": last_eval["grid_p"][e],
+        "test_p": last_eval["test_p"][e],
+        "spectra": [sv[e] for sv in last_eval["spectra"]],  # per layer: (2 classes, width)
+        **{
+            f"{split}_{t}": getattr(datamodule, f"{split}_{t}")[e]
+            for split in ("train", "val", "test")
+            for t in ("X", "y")
+        },
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(data, tmp)
+    os.replace(tmp, path)
 
 
 def yaml_of(container: dict) -> str:
