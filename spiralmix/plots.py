@@ -120,27 +120,22 @@ def reliability_figure(stats: dict[str, torch.Tensor], title: str) -> Figure:
 
 
 def draw_spectra(ax, spectrum: torch.Tensor, layer: int) -> None:
-    """Singular values of the two classes' centred representations (2, D), log scale."""
+    """Singular values of the two classes' centred representations (2, D), as log10."""
     for label, color in enumerate(CLASS_COLORS):
-        sv = spectrum[label]
-        ax.semilogy(
-            range(1, len(sv) + 1),
-            sv.clamp_min(1e-8),
-            marker=".",
-            color=color,
-            label=f"class {label}",
-        )
+        sv = spectrum[label].clamp_min(1e-8).log10()
+        ax.plot(range(1, len(sv) + 1), sv, marker=".", color=color, label=f"class {label}")
     ax.set_title("input" if layer == 0 else f"after hidden layer {layer}", fontsize=9)
     ax.set_xlabel("index")
 
 
 def spectrum_figure(spectra: Sequence[torch.Tensor], title: str) -> Figure:
     """One panel per layer: singular values per class, as in Verma et al. (2019)."""
-    fig = Figure(figsize=(2.6 * len(spectra), 3.0), dpi=90, layout="constrained")
-    axes = fig.subplots(1, len(spectra), squeeze=False)[0]
+    fig = Figure(figsize=(2.4 * len(spectra), 2.8), dpi=90)
+    axes = fig.subplots(1, len(spectra), squeeze=False, sharey=True)[0]
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.17, top=0.8, wspace=0.08)
     for layer, (ax, spectrum) in enumerate(zip(axes, spectra)):
         draw_spectra(ax, spectrum, layer)
-    axes[0].set_ylabel("singular value")
+    axes[0].set_ylabel("log10 singular value")
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     return fig
