@@ -27,6 +27,7 @@ class BoundaryImages(pl.Callback):
         self.label = label
         self.diagnostics = diagnostics
         self._rendered_step: int | None = None
+        self._panels: list[dict] = []  # per member, built at the first evaluation
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = trainer.datamodule
@@ -50,23 +51,37 @@ class BoundaryImages(pl.Callback):
             return
         step = self._rendered_step = latest["step"]
         dm = trainer.datamodule
+        if not self._panels:
+            self._panels = [self._make_panels(pl_module, dm, e) for e in range(pl_module.n_members)]
         for e, (logger, seed) in enumerate(zip(trainer.loggers, pl_module.seeds)):
-            writer = logger.experiment
+            writer, panels = logger.experiment, self._panels[e]
             title = f"{self.label} · seed {seed} · step {step:,}"
-            grid, p = latest["grid"][e], latest["grid_p"][e]
-            writer.add_figure("boundary/probability", plots.boundary_figure(grid, p, title), step)
-            fig = plots.boundary_figure(grid, p, title, dm.train_X[e], dm.train_y[e])
-            writer.add_figure("boundary/probability_train", fig, step)
+            images = {
+                "boundary/probability": panels["probability"].render(latest["grid_p"][e], title),
+                "boundary/probability_train": panels["train"].render(latest["grid_p"][e], title),
+            }
             if self.diagnostics:
                 stats = metrics.reliability(
                     latest["test_p"][e : e + 1], dm.test_y[e : e + 1], pl_module.hparams.ece_bins
                 )
-                stats = {k: v[0] if k != "edges" else v for k, v in stats.items()}
-                writer.add_figure(
-                    "calibration/reliability", plots.reliability_figure(stats, title), step
-                )
+                stats = {k: v if k == "edges" else v[0] for k, v in stats.items()}
                 spectra = [sv[e] for sv in latest["spectra"]]
-                writer.add_figure("flatten/spectrum", plots.spectrum_figure(spectra, title), step)
+                images["calibration/reliability"] = panels["reliability"].render(stats, title)
+                images["flatten/spectrum"] = panels["spectrum"].render(spectra, title)
+            for tag, image in images.items():
+                writer.add_image(tag, image, step, dataformats="HWC")
+
+    @staticmethod
+    def _make_panels(pl_module: pl.LightningModule, dm, e: int) -> dict:
+        grid = pl_module.last_eval["grid"][e]
+        widths = [dm.train_X.shape[-1], *pl_module.hparams.hidden_dims]
+        edges = torch.linspace(0.5, 1.0, pl_module.hparams.ece_bins + 1)
+        return {
+            "probability": plots.BoundaryPanel(grid),
+            "train": plots.BoundaryPanel(grid, dm.train_X[e], dm.train_y[e]),
+            "reliability": plots.ReliabilityPanel(edges),
+            "spectrum": plots.SpectrumPanel(widths),
+        }
 
 
 class HparamsWithResults(pl.Callback):

@@ -12,8 +12,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.colors import BoundaryNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 CMAP = "RdBu_r"
 CLASS_COLORS = ("#2166ac", "#b2182b")
@@ -139,3 +143,116 @@ def spectrum_figure(spectra: Sequence[torch.Tensor], title: str) -> Figure:
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     return fig
+
+
+# Figures redrawn at every evaluation are built once and updated in place: rebuilding axes,
+# ticks and colour bars costs about three times as much as redrawing them.
+
+
+class _LiveFigure:
+    def __init__(self, fig: Figure) -> None:
+        self.fig = fig
+        self.canvas = FigureCanvasAgg(fig)
+
+    def _pixels(self) -> np.ndarray:
+        """The figure as an RGB image, (H, W, 3) uint8."""
+        self.canvas.draw()
+        return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
+
+
+class BoundaryPanel(_LiveFigure):
+    """Predicted probability of class 1 over a fixed grid (R², 2) in LEVELS bands, with a
+    colour bar and optionally points X (N, 2), y (N,) on top."""
+
+    def __init__(
+        self, grid: torch.Tensor, X: torch.Tensor | None = None, y: torch.Tensor | None = None
+    ) -> None:
+        super().__init__(Figure(figsize=(5.0, 4.2), dpi=90))
+        ax = self.fig.add_subplot()
+        self.R = int(round(len(grid) ** 0.5))
+        extent = (float(grid[:, 0].min()), float(grid[:, 0].max()),
+                  float(grid[:, 1].min()), float(grid[:, 1].max()))  # fmt: skip
+        norm = BoundaryNorm(LEVELS, 256)
+        self.image = ax.imshow(
+            np.full((self.R, self.R), 0.5), origin="lower", extent=extent, cmap=CMAP,
+            norm=norm, interpolation="bilinear", aspect="equal",
+        )  # fmt: skip
+        if X is not None:
+            _points(ax, X, y, size=16, edge=True)
+            ax.set_xlim(extent[:2])
+            ax.set_ylim(extent[2:])
+        ax.set_xlabel("$x_1$")
+        ax.set_ylabel("$x_2$")
+        self.fig.colorbar(self.image, ax=ax, label="p(class 1)", ticks=[0, 0.25, 0.5, 0.75, 1])
+        self.title = ax.set_title("", fontsize=10)
+        self.fig.subplots_adjust(left=0.12, right=0.95, bottom=0.11, top=0.92)
+
+    def render(self, p: torch.Tensor, title: str) -> np.ndarray:
+        self.image.set_data(p.reshape(self.R, self.R).numpy())
+        self.title.set_text(title)
+        return self._pixels()
+
+
+class ReliabilityPanel(_LiveFigure):
+    """Reliability diagram (accuracy against confidence per bin) over the share of points
+    per bin, for statistics from :func:`spiralmix.metrics.reliability`."""
+
+    def __init__(self, edges: torch.Tensor) -> None:
+        super().__init__(Figure(figsize=(4.6, 4.6), dpi=90))
+        ax, ax_count = self.fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+        ax.plot([0.5, 1], [0.5, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+        (self.line,) = ax.plot([], [], marker="o", color=CLASS_COLORS[1], label="model")
+        ax.set_xlim(0.5, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("accuracy")
+        ax.legend(loc="upper left", fontsize=8)
+        width = float(edges[1] - edges[0])
+        self.bars = ax_count.bar(edges[:-1].numpy(), np.zeros(len(edges) - 1), width=width,
+                                 align="edge", color="grey")  # fmt: skip
+        ax_count.set_ylim(0, 1)
+        ax_count.set_xlabel("confidence max(p, 1-p)")
+        ax_count.set_ylabel("share")
+        self.title = ax.set_title("", fontsize=10)
+        self.fig.subplots_adjust(left=0.14, right=0.96, bottom=0.1, top=0.93, hspace=0.08)
+
+    def render(self, stats: dict[str, torch.Tensor], title: str) -> np.ndarray:
+        filled = stats["count"] > 0
+        self.line.set_data(stats["confidence"][filled].numpy(), stats["accuracy"][filled].numpy())
+        share = stats["count"] / stats["count"].sum()
+        for bar, height in zip(self.bars, share.tolist()):
+            bar.set_height(height)
+        self.title.set_text(title)
+        return self._pixels()
+
+
+class SpectrumPanel(_LiveFigure):
+    """One panel per layer: log10 singular values of each class's centred representation."""
+
+    def __init__(self, widths: Sequence[int]) -> None:
+        super().__init__(Figure(figsize=(2.4 * len(widths), 2.8), dpi=90))
+        axes = self.fig.subplots(1, len(widths), squeeze=False, sharey=True)[0]
+        self.axes = axes
+        self.lines = []
+        for layer, (ax, width) in enumerate(zip(axes, widths)):
+            lines = [ax.plot(range(1, width + 1), np.zeros(width), marker=".", color=color,
+                             label=f"class {label}")[0]
+                     for label, color in enumerate(CLASS_COLORS)]  # fmt: skip
+            self.lines.append(lines)
+            ax.set_title("input" if layer == 0 else f"after hidden layer {layer}", fontsize=9)
+            ax.set_xlabel("index")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[0].set_ylabel("log10 singular value")
+        axes[0].legend(fontsize=8)
+        self.title = self.fig.suptitle("", fontsize=10)
+        self.fig.subplots_adjust(left=0.07, right=0.99, bottom=0.17, top=0.8, wspace=0.08)
+
+    def render(self, spectra: Sequence[torch.Tensor], title: str) -> np.ndarray:
+        logs = [sv.clamp_min(1e-8).log10() for sv in spectra]
+        for lines, values in zip(self.lines, logs):
+            for line, row in zip(lines, values):
+                line.set_ydata(row.numpy())
+        low = min(float(v.min()) for v in logs)
+        high = max(float(v.max()) for v in logs)
+        self.axes[0].set_ylim(low - 0.2, high + 0.2)
+        self.title.set_text(title)
+        return self._pixels()
