@@ -51,19 +51,10 @@ def mix(a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor | float) -> torch.Te
     return lam * a + (1 - lam) * b
 
 
-def pair_indices(
-    pairing: str, batch_size: int, n_steps: int = 1, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which samples of each step's batch are mixed with which: indices a, b of shape (n_steps, N).
+def sample_permutations(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """n independent random permutations of range(size): int64 (n, size).
 
-    ``halves``: the batch has N = 2·B samples and sample i is mixed with sample B + i; both
-    halves of the result hold the same B mixed samples, so every row stays in use.
-    ``permute``: the batch has N = B samples, mixed with a random permutation of itself.
+    The ``permute`` pairing mixes a batch with a permutation of itself; the ``halves``
+    pairing (the reference's) mixes the first half of a 2·B batch with the second.
     """
-    if pairing == "halves":
-        first = torch.arange(batch_size).repeat(2)
-        return first.expand(n_steps, -1), (first + batch_size).expand(n_steps, -1)
-    if pairing == "permute":
-        a = torch.arange(batch_size).expand(n_steps, -1)
-        return a, torch.rand(n_steps, batch_size, generator=generator).argsort(dim=1)
-    raise ValueError(f"pairing must be 'halves' or 'permute', got {pairing!r}")
+    return torch.rand(n, size, generator=generator).argsort(dim=1)

@@ -9,14 +9,9 @@ import torch
 from tensorboard.compat.proto.summary_pb2 import Summary
 
 from spiralmix import metrics
-from spiralmix.mixup import mix, pair_indices, sample_lambda, sample_layers
+from spiralmix.mixup import mix, sample_lambda, sample_layers, sample_permutations
 from spiralmix.model import MLPEnsemble
 from spiralmix.streams import stream
-
-
-def _take(h: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Rows idx (E, N) of h (E, M, D) per member → (E, N, D)."""
-    return torch.gather(h, 1, idx.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
 
 
 class MixupClassifier(pl.LightningModule):
@@ -116,9 +111,9 @@ class MixupClassifier(pl.LightningModule):
                 gen = stream(seed, "mixup", chunk)
                 draws.setdefault("k", []).append(sample_layers(self.k_min, self.k_max, S, gen))
                 draws.setdefault("lam", []).append(sample_lambda(hp.mixup_alpha, S, gen))
-                a, b = pair_indices(hp.pairing, hp.batch_size, S, gen)
-                draws.setdefault("a", []).append(a)
-                draws.setdefault("b", []).append(b)
+                if hp.pairing == "permute":
+                    partners = sample_permutations(S, hp.batch_size, gen)
+                    draws.setdefault("b", []).append(partners)
             if hp.p > 0:
                 gen = stream(seed, "dropout", chunk)
                 for j, width in enumerate(widths):
@@ -131,22 +126,45 @@ class MixupClassifier(pl.LightningModule):
         self, x: torch.Tensor, y: torch.Tensor, draw: dict[str, torch.Tensor]
     ) -> torch.Tensor:
         """Per-member training loss of one step. x: (E, N, 2), y: (E, N) → (E,)."""
-        masks = [draw[f"mask{j}"] for j in range(self.net.n_hidden)] if self.hparams.p > 0 else None
+        n_hidden = self.net.n_hidden
+        masks = [draw[f"mask{j}"] for j in range(n_hidden)] if self.hparams.p > 0 else None
         if not self.hparams.mixup_enabled:
             return metrics.binary_nll(self.net(x, dropout_masks=masks), y)
-        a, b, k = draw["a"], draw["b"], draw["k"]  # (E, N), (E, N), (E,)
-        lam = draw["lam"].view(-1, 1, 1)
-        y = mix(y.gather(1, a), y.gather(1, b), lam[..., 0])
-        h = x
+        k, lam = draw["k"], draw["lam"]  # (E,), (E,)
+        targets = mix(*self._pairs(y, draw), lam.view(-1, 1))  # (E, B) soft labels
         ks = k.tolist()
-        for j in range(self.net.n_hidden + 1):
+        h = x
+        for j in range(n_hidden + 1):
             if j > 0:
                 h = self.net(h, j - 1, j, masks)
-            if j in ks:  # some member mixes here; `where` keeps the others unmixed
-                mixed = mix(_take(h, a), _take(h, b), lam)
-                at_j = ks.count(j) == len(ks)
-                h = mixed if at_j else torch.where((k == j).view(-1, 1, 1), mixed, h)
-        return metrics.binary_nll(self.net(h, self.net.n_hidden), y)
+            if j not in ks:
+                continue
+            mixed = mix(*self._pairs(h, draw), lam.view(-1, 1, 1))  # (E, B, width)
+            if ks.count(j) == len(ks):  # every member mixes here (always so for one seed)
+                h = mixed
+            else:
+                # Members that mix later keep their unmixed rows; with halves pairing the
+                # mixed rows are repeated so shapes agree until every member has mixed.
+                if h.shape[1] != mixed.shape[1]:
+                    mixed = torch.cat([mixed, mixed], 1)
+                h = torch.where((k == j).view(-1, 1, 1), mixed, h)
+                if j < max(ks):
+                    continue
+                h = h[:, : targets.shape[1]]
+            if masks is not None:
+                masks = [m[:, : h.shape[1]] for m in masks]
+        return metrics.binary_nll(self.net(h, n_hidden), targets)
+
+    def _pairs(
+        self, t: torch.Tensor, draw: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two sides of each mixed pair: rows (E, B, ...) of t (E, N, ...)."""
+        if self.hparams.pairing == "halves":
+            B = t.shape[1] // 2
+            return t[:, :B], t[:, B:]
+        b = draw["b"]  # (E, B) a permutation per member
+        idx = b.view(*b.shape, *([1] * (t.ndim - 2))).expand(-1, -1, *t.shape[2:])
+        return t, torch.gather(t, 1, idx)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, torch.Tensor]:

@@ -113,7 +113,11 @@ def train(cfg: DictConfig, run_dir: Path | str) -> list[dict]:
     datamodule = build_datamodule(cfg, seeds)
     module = build_module(cfg, seeds)
     loggers = [
-        TensorBoardLogger(save_dir=d, name="", version="", default_hp_metric=False) for d in dirs
+        # A deep queue lets a chunk's per-step events go out without waiting on the writer thread.
+        TensorBoardLogger(
+            save_dir=d, name="", version="", default_hp_metric=False, max_queue=10_000
+        )
+        for d in dirs
     ]
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for logger, seed in zip(loggers, seeds):

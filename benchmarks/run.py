@@ -1,0 +1,516 @@
+"""Speed and memory of spiralmix against the plain-PyTorch reference loop (issue 5).
+
+One command, one machine, one torch thread per training process:
+
+    .venv/bin/python benchmarks/run.py                                   # full: ~50 min on 2 cores
+    .venv/bin/python benchmarks/run.py --steps 5000 --grid-steps 2000    # a quick check
+
+It measures, each training in its own subprocess:
+
+a. steps/s of one run, ``none`` and ``mixup``: spiralmix's CLI (``python -m spiralmix``,
+   rate read from its metrics.json) against benchmarks/plain_loop.py, same steps, same
+   evaluation cadence, runs alternated and repeated (best of ``--repeats``);
+b. the wall time of the 6 regularizers × 5 seeds grid with ``experiment=compare
+   hydra/launcher=joblib``, measured end to end, against the plain loop's serial time,
+   computed as Σ_regularizers 5 × N / rate from one plain run per regularizer (seed 123);
+c. peak RSS of one run of each, and of the grid's process tree.
+
+Results: ``<out>/latest.json`` (every measurement) and ``<out>/latest.md`` (a summary table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PLAIN_LOOP = ROOT / "benchmarks" / "plain_loop.py"
+REGULARIZERS = ("none", "weight_decay", "dropout", "mixup", "input_mixup", "hidden_mixup")
+SINGLE_REGULARIZERS = ("none", "mixup")
+GRID_SEEDS = (123, 124, 125, 126, 127)
+SEED = 123
+FULL_STEPS = 100_000
+TARGETS = {"single_speedup": 1.25, "grid_speedup": 7.0, "rss_ratio": 1.5}
+
+
+class BenchmarkError(RuntimeError):
+    pass
+
+
+@dataclass
+class Process:
+    """What one measured subprocess cost."""
+
+    wall_s: float  # the whole process, interpreter start-up and imports included
+    peak_rss_mb: float  # peak RSS of the process itself (wait4), see `measure`
+    tree_peak_rss_mb: float  # largest sampled sum of RSS over the process and its descendants
+    max_process_peak_rss_mb: float  # largest peak RSS (VmHWM) of any process of the tree
+    max_workers: int  # most joblib (loky) worker processes alive at once
+    samples: int  # /proc samples taken
+
+
+@dataclass
+class TreeSampler:
+    """Polls /proc every ``interval`` s for the process tree rooted at ``root``.
+
+    Sums VmRSS over the tree (memory in use at once) and keeps each process's VmHWM (its
+    own peak, kept by the kernel, so a spike between two samples is not missed as long
+    as the process is still alive at the next sample). Sums can miss short spikes.
+    """
+
+    root: int
+    interval: float = 0.5
+    tree_peak_kb: int = 0
+    hwm_kb: dict[int, int] = field(default_factory=dict)
+    max_workers: int = 0
+    samples: int = 0
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            self.sample()
+            if self._stop.wait(self.interval):
+                return
+
+    def sample(self) -> None:
+        total, workers = 0, 0
+        for pid in _tree(self.root):
+            status = _read(f"/proc/{pid}/status")
+            if status is None:
+                continue  # it ended meanwhile
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            rss = int(fields.get("VmRSS", "0 kB").split()[0])
+            hwm = int(fields.get("VmHWM", "0 kB").split()[0])
+            total += rss
+            self.hwm_kb[pid] = max(self.hwm_kb.get(pid, 0), hwm)
+            if "LokyProcess" in (_read(f"/proc/{pid}/cmdline") or ""):
+                workers += 1
+        self.tree_peak_kb = max(self.tree_peak_kb, total)
+        self.max_workers = max(self.max_workers, workers)
+        self.samples += 1
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:  # gone, or not ours to read
+        return None
+
+
+def _tree(root: int) -> list[int]:
+    """root and all its live descendants, from the parent pid in /proc/<pid>/stat."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        stat = _read(f"/proc/{name}/stat")
+        if stat is None:
+            continue
+        # Field 2, the command name, may hold spaces and ')': the rest starts after the last ')'.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def measure(cmd: list[str], log_dir: Path, name: str) -> Process:
+    """Run cmd to completion; its output goes to log_dir/name.{out,err}.
+
+    Peak RSS of the process comes from wait4(), which returns the rusage of exactly that
+    child: ru_maxrss is its own peak (or that of a descendant it reaped, if larger) and is
+    exact, with no sampling gap. RUSAGE_CHILDREN of this process would instead give the
+    largest of *all* children so far, useless after the first run. The tree's sum and the
+    per-process peaks of a multi-process grid come from polling /proc (TreeSampler).
+    """
+    out, err = log_dir / f"{name}.out", log_dir / f"{name}.err"
+    start = time.perf_counter()
+    with open(out, "w") as fo, open(err, "w") as fe:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fo, stderr=fe)
+        sampler = TreeSampler(proc.pid)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # Ctrl-C: leave no training running behind
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            sampler.stop()
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)  # we reaped it, not Popen
+    if proc.returncode != 0:
+        tail = err.read_text(errors="replace").splitlines()[-40:]
+        raise BenchmarkError(
+            f"{name} failed with exit status {proc.returncode}: {' '.join(cmd)}\n"
+            f"--- last lines of {err} ---\n" + "\n".join(tail)
+        )
+    kb = 1024  # ru_maxrss and /proc are in KiB on Linux
+    return Process(
+        wall_s=wall,
+        peak_rss_mb=usage.ru_maxrss / kb,
+        tree_peak_rss_mb=sampler.tree_peak_kb / kb,
+        max_process_peak_rss_mb=max(sampler.hwm_kb.values(), default=0) / kb,
+        max_workers=sampler.max_workers,
+        samples=sampler.samples,
+    )
+
+
+def run_spiralmix(regularizer: str, steps: int, eval_every: int, work: Path, tag: str) -> dict:
+    run_dir = work / tag
+    cmd = [
+        sys.executable,
+        "-m",
+        "spiralmix",
+        f"regularizer={regularizer}",
+        f"seed={SEED}",
+        f"trainer.max_steps={steps}",
+        f"trainer.eval_every_n_steps={eval_every}",
+        "trainer.progress_bar=false",
+        f"hydra.run.dir={run_dir}",
+    ]
+    process = measure(cmd, work, tag)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    shutil.rmtree(run_dir)  # TensorBoard figures and checkpoints add up over a long benchmark
+    return {
+        "steps": metrics["steps"],
+        "steps_per_s": metrics["steps_per_s"],
+        "fit_wall_s": metrics["wall_time_s"],
+        "test_acc": metrics["final"]["test/acc"],
+        "process": asdict(process),
+    }
+
+
+def run_plain(regularizer: str, steps: int, eval_every: int, work: Path, tag: str) -> dict:
+    run_dir = work / tag
+    result_file = work / f"{tag}.json"
+    cmd = [
+        sys.executable,
+        str(PLAIN_LOOP),
+        f"--regularizer={regularizer}",
+        f"--seed={SEED}",
+        f"--steps={steps}",
+        f"--eval-every={eval_every}",
+        f"--log-dir={run_dir}",
+        f"--json={result_file}",
+    ]
+    process = measure(cmd, work, tag)
+    result = json.loads(result_file.read_text())
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return {
+        "steps": result["steps"],
+        "steps_per_s": result["steps_per_s"],
+        "fit_wall_s": result["wall_time_s"],
+        "test_acc": result["test_acc"],
+        "process": asdict(process),
+    }
+
+
+def run_grid(steps: int, eval_every: int, work: Path) -> dict:
+    sweep_dir = work / "grid"
+    seeds = ",".join(map(str, GRID_SEEDS))
+    cmd = [
+        sys.executable,
+        "-m",
+        "spiralmix",
+        "-m",
+        "experiment=compare",
+        "hydra/launcher=joblib",
+        f"seeds=[{seeds}]",
+        f"trainer.max_steps={steps}",
+        f"trainer.eval_every_n_steps={eval_every}",
+        "trainer.progress_bar=false",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    process = measure(cmd, work, "grid")
+    jobs = {}
+    for regularizer in REGULARIZERS:
+        job_dir = sweep_dir / f"regularizer={regularizer}"
+        files = [job_dir / f"seed={s}" / "metrics.json" for s in GRID_SEEDS]
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise BenchmarkError(f"the grid finished without {', '.join(missing)}")
+        first = json.loads(files[0].read_text())  # the seeds of a job share one fit loop
+        jobs[regularizer] = {
+            "steps_per_s": first["steps_per_s"],
+            "fit_wall_s": first["wall_time_s"],
+        }
+    shutil.rmtree(sweep_dir)
+    return {"command": " ".join(cmd[1:]), "jobs": jobs, "process": asdict(process)}
+
+
+def machine() -> dict:
+    cpuinfo = _read("/proc/cpuinfo") or ""
+    models = [
+        line.split(":", 1)[1].strip()
+        for line in cpuinfo.splitlines()
+        if line.startswith("model name")
+    ]
+    return {
+        "cpu": models[0] if models else platform.processor() or "unknown",
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "torch": version("torch"),
+        "pytorch_lightning": version("pytorch-lightning"),
+        "hydra_joblib_launcher": version("hydra-joblib-launcher"),
+    }
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def describe(side: str, regularizer: str, r: dict) -> str:
+    p = r["process"]
+    return (
+        f"  {side:<9} {regularizer:<12} {r['steps_per_s']:>7,.0f} steps/s  "
+        f"(fit {r['fit_wall_s']:.1f} s, process {p['wall_s']:.1f} s, "
+        f"peak RSS {p['peak_rss_mb']:.0f} MB, test acc {r['test_acc']:.3f})"
+    )
+
+
+def benchmark(args: argparse.Namespace, work: Path) -> dict:
+    results: dict = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": {
+            "steps": args.steps,
+            "grid_steps": args.grid_steps,
+            "eval_every": args.eval_every,
+            "repeats": args.repeats,
+            "seed": SEED,
+            "grid_seeds": list(GRID_SEEDS),
+            "torch_threads": 1,
+        },
+        "load_average": {"start": load()},
+        "targets": TARGETS,
+    }
+
+    # a. One run each, alternated so that a busy moment hits both sides; best of the repeats.
+    say(f"a. single runs: {args.steps:,} steps, best of {args.repeats}, alternated")
+    single: dict[str, dict[str, list[dict]]] = {
+        r: {"spiralmix": [], "plain": []} for r in SINGLE_REGULARIZERS
+    }
+    runners = {"spiralmix": run_spiralmix, "plain": run_plain}
+    for rep in range(args.repeats):
+        for regularizer in SINGLE_REGULARIZERS:
+            order = ("spiralmix", "plain") if rep % 2 == 0 else ("plain", "spiralmix")
+            for side in order:
+                tag = f"{side}_{regularizer}_{rep}"
+                r = runners[side](regularizer, args.steps, args.eval_every, work, tag)
+                single[regularizer][side].append(r)
+                say(describe(side, regularizer, r))
+    results["single"] = {}
+    for regularizer, sides in single.items():
+        best = {side: max(runs, key=lambda r: r["steps_per_s"]) for side, runs in sides.items()}
+        rss = {side: max(r["process"]["peak_rss_mb"] for r in runs) for side, runs in sides.items()}
+        results["single"][regularizer] = {
+            "runs": sides,
+            "best_steps_per_s": {side: b["steps_per_s"] for side, b in best.items()},
+            "speedup": best["spiralmix"]["steps_per_s"] / best["plain"]["steps_per_s"],
+            "peak_rss_mb": rss,
+            "rss_ratio": rss["spiralmix"] / rss["plain"],
+        }
+    results["load_average"]["after_single"] = load()
+
+    # b. The grid, end to end, against the plain loop's serial time.
+    say(f"b. grid: 6 regularizers × {len(GRID_SEEDS)} seeds, {args.grid_steps:,} steps")
+    grid = run_grid(args.grid_steps, args.eval_every, work)
+    p = grid["process"]
+    say(
+        f"  spiralmix grid: {p['wall_s']:.1f} s end to end, {p['max_workers']} jobs at once, "
+        f"tree peak RSS {p['tree_peak_rss_mb']:.0f} MB"
+    )
+    results["load_average"]["after_grid"] = load()
+    plain_rates = {}
+    for regularizer in REGULARIZERS:
+        if args.grid_steps == args.steps and regularizer in single:
+            rate = results["single"][regularizer]["best_steps_per_s"]["plain"]
+            say(f"  plain     {regularizer:<12} {rate:>7,.0f} steps/s  (from a.)")
+        else:
+            tag = f"rate_{regularizer}"
+            r = run_plain(regularizer, args.grid_steps, args.eval_every, work, tag)
+            rate = r["steps_per_s"]
+            say(describe("plain", regularizer, r))
+        plain_rates[regularizer] = rate
+    plain_serial = sum(len(GRID_SEEDS) * args.grid_steps / r for r in plain_rates.values())
+    grid.update(
+        plain_steps_per_s=plain_rates,
+        plain_serial_s=plain_serial,
+        plain_serial_method="computed: Σ_regularizers 5 × N / (steps/s of one plain run, seed 123)",
+        speedup=plain_serial / p["wall_s"],
+    )
+    if args.grid_steps < FULL_STEPS:
+        scale = FULL_STEPS / args.grid_steps
+        grid["extrapolated_to_full"] = {
+            "method": f"linear: × {FULL_STEPS:,} / {args.grid_steps:,} (start-up scaled too)",
+            "spiralmix_grid_s": p["wall_s"] * scale,
+            "plain_serial_s": plain_serial * scale,
+        }
+    results["grid"] = grid
+    results["load_average"]["end"] = load()
+    return results
+
+
+def mark(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def markdown(res: dict) -> str:
+    m, s, t = res["machine"], res["settings"], res["targets"]
+    lines = [
+        "# spiralmix vs the plain-PyTorch loop (issue 5)",
+        "",
+        f"- date: {res['date']}",
+        f"- machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable); "
+        f"Python {m['python']}, torch {m['torch']}, pytorch-lightning {m['pytorch_lightning']}",
+        f"- load average (1/5/15 min): start {res['load_average']['start']}, "
+        f"end {res['load_average']['end']}",
+        f"- one torch thread per process; evaluation (test metrics + figures) every "
+        f"{s['eval_every']:,} steps, step 0 and the last step included; seed {s['seed']}",
+        "",
+        f"## a. One run, {s['steps']:,} steps (steps/s, best of {s['repeats']} alternated runs)",
+        "",
+        "steps/s = steps / wall time of the training loop, evaluations and figures included "
+        "(spiralmix: its metrics.json; plain: benchmarks/plain_loop.py).",
+        "",
+        "| regularizer | spiralmix | plain loop | spiralmix / plain | target | met |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for reg, r in res["single"].items():
+        b = r["best_steps_per_s"]
+        ok = r["speedup"] >= t["single_speedup"]
+        lines.append(
+            f"| {reg} | {b['spiralmix']:,.0f} | {b['plain']:,.0f} | {r['speedup']:.2f}× "
+            f"| ≥ {t['single_speedup']}× | {mark(ok)} |"
+        )
+    lines += [
+        "",
+        "Wall times of the fastest runs (s): training loop / whole process incl. start-up:",
+        "",
+        "| regularizer | spiralmix | plain loop |",
+        "| --- | ---: | ---: |",
+    ]
+    for reg, r in res["single"].items():
+        cells = []
+        for side in ("spiralmix", "plain"):
+            best = max(r["runs"][side], key=lambda x: x["steps_per_s"])
+            cells.append(f"{best['fit_wall_s']:.1f} / {best['process']['wall_s']:.1f}")
+        lines.append(f"| {reg} | {cells[0]} | {cells[1]} |")
+    lines += [
+        "",
+        "## c. Peak RSS of one run (MB, largest of the repeats; wait4 ru_maxrss)",
+        "",
+        "| regularizer | spiralmix | plain loop | spiralmix / plain | target | met |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for reg, r in res["single"].items():
+        rss = r["peak_rss_mb"]
+        ok = r["rss_ratio"] <= t["rss_ratio"]
+        lines.append(
+            f"| {reg} | {rss['spiralmix']:.0f} | {rss['plain']:.0f} | {r['rss_ratio']:.2f}× "
+            f"| ≤ {t['rss_ratio']}× | {mark(ok)} |"
+        )
+    g = res["grid"]
+    gp = g["process"]
+    ok = g["speedup"] >= t["grid_speedup"]
+    lines += [
+        "",
+        f"## b. Grid: 6 regularizers × {len(s['grid_seeds'])} seeds, {s['grid_steps']:,} steps",
+        "",
+        "| | wall time (s) |",
+        "| --- | ---: |",
+        f"| spiralmix `{g['command']}` (measured end to end, start-up included) "
+        f"| {gp['wall_s']:,.1f} |",
+        f"| plain loop, serial ({g['plain_serial_method']}) | {g['plain_serial_s']:,.1f} |",
+        f"| **plain serial / spiralmix grid** (target ≥ {t['grid_speedup']}×, met: {mark(ok)}) "
+        f"| **{g['speedup']:.2f}×** |",
+        "",
+    ]
+    if "extrapolated_to_full" in g:
+        x = g["extrapolated_to_full"]
+        lines += [
+            f"Extrapolated to {FULL_STEPS:,} steps ({x['method']}; not measured): spiralmix grid "
+            f"{x['spiralmix_grid_s']:,.0f} s, plain serial {x['plain_serial_s']:,.0f} s.",
+            "",
+        ]
+    lines += [
+        "| regularizer | plain loop steps/s (seed 123) | spiralmix job steps/s (5 seeds each) |",
+        "| --- | ---: | ---: |",
+    ]
+    for reg, rate in g["plain_steps_per_s"].items():
+        lines.append(f"| {reg} | {rate:,.0f} | {g['jobs'][reg]['steps_per_s']:,.0f} |")
+    lines += [
+        "",
+        f"Grid memory (polled from /proc every 0.5 s): at most {gp['max_workers']} jobs at once; "
+        f"peak sum of RSS over the process tree {gp['tree_peak_rss_mb']:,.0f} MB; "
+        f"largest per-process peak RSS {gp['max_process_peak_rss_mb']:,.0f} MB.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--steps", type=int, default=FULL_STEPS, help="steps of each single run")
+    parser.add_argument("--grid-steps", type=int, default=FULL_STEPS, help="steps of the grid")
+    parser.add_argument("--eval-every", type=int, default=2500, help="evaluation cadence")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per side (best counts)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--keep", action="store_true", help="keep the subprocess logs")
+    args = parser.parse_args(argv)
+    if min(args.steps, args.grid_steps, args.eval_every, args.repeats) < 1:
+        parser.error("--steps, --grid-steps, --eval-every and --repeats must be >= 1")
+
+    work = Path(tempfile.mkdtemp(prefix="spiralmix-bench-"))
+    try:
+        results = benchmark(args, work)
+    except BenchmarkError as err:
+        print(f"benchmark failed: {err}\n(logs kept in {work})", file=sys.stderr)
+        return 1
+    if args.keep:
+        say(f"logs: {work}")
+    else:
+        shutil.rmtree(work)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (args.out / "latest.md").write_text(table)
+    say("\n" + table)
+    say(f"written: {args.out / 'latest.json'}, {args.out / 'latest.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,926 @@
+"""Multi-seed comparison report of a sweep: tables and figures, one row per regularizer.
+
+    python -m spiralmix -m experiment=compare            # writes the report when it ends
+    python -m spiralmix.report outputs/multirun/2026-11-25/13-19-35
+
+Writes into the sweep directory, each file atomically: ``report.md`` (summary tables,
+per-seed table, failed or unfinished runs), ``report.csv`` (one row per regularizer: mean,
+sample std, min and max over seeds), ``report_runs.csv`` (one row per run), and
+``boundaries.png``, ``curves.png``, ``calibration.png``, ``flattening.png``; prints the
+summary table. ``ReportOnMultirunEnd`` (a Hydra callback, see conf/config.yaml) writes it at
+the end of every multirun.
+
+A sweep directory holds one Hydra job directory per job (it has ``.hydra/config.yaml``). A
+job trains one seed (``<job>/metrics.json``) or several side by side
+(``<job>/seed=<N>/metrics.json``). Jobs still running, crashed or never started are listed
+by name, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from hydra.experimental.callback import Callback  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from spiralmix.metrics import reliability  # noqa: E402
+from spiralmix.plots import CMAP, draw_boundary  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# Rows follow the order of the reference table; other names come after, alphabetically.
+CANONICAL = ("none", "weight_decay", "dropout", "mixup", "input_mixup", "hidden_mixup")
+# One colour per regularizer in every figure, whichever subset a sweep holds.
+COLORS = {
+    "none": "#4d4d4d",
+    "weight_decay": "tab:orange",
+    "dropout": "tab:green",
+    "mixup": "tab:blue",
+    "input_mixup": "tab:purple",
+    "hidden_mixup": "tab:red",
+}
+SPARE_COLORS = ("tab:brown", "tab:olive", "tab:cyan", "tab:pink", "#1b9e77", "#e7298a")
+DPI = 100
+MISSING = "–"
+# Overrides that name a run's seed or regularizer rather than a different configuration.
+NOT_A_VARIANT = ("seed", "seeds", "regularizer", "regularizer_name", "resume")
+
+
+class ReportError(Exception):
+    """The sweep directory holds nothing to report on (the message says why)."""
+
+
+# --------------------------------------------------------------------------------------
+# Finding runs
+
+
+@dataclass
+class Run:
+    """One seed's completed training run: a metrics.json with status "completed"."""
+
+    name: str  # its directory relative to the sweep directory
+    group: str  # the row it belongs to: regularizer, plus other settings that differ
+    regularizer: str
+    seed: int
+    metrics: dict[str, Any]
+    boundary: dict[str, Any] | None  # boundary.pt's tensors; None when missing or unreadable
+
+    def value(self, section: str, key: str) -> float | None:
+        """metrics[section][key] as a float, None when absent (older runs, no val split)."""
+        value = self.metrics.get(section, {}).get(key)
+        return None if value is None else float(value)
+
+
+@dataclass
+class Problem:
+    """A run without usable results: failed, unfinished or crashed, or never started."""
+
+    name: str
+    regularizer: str
+    seed: str  # a seed, a list of seeds or "–"
+    reason: str
+    group: str | None = None
+
+
+@dataclass
+class Job:
+    """A Hydra job directory: its config and its command-line overrides."""
+
+    path: Path
+    config: DictConfig
+    overrides: dict[str, str]  # key → value as given on the command line
+
+    def expected_metrics(self) -> list[tuple[Path, int | None]]:
+        """Where each of the job's seeds writes metrics.json, with that seed."""
+        seeds = self.config.get("seeds")
+        if seeds is None:
+            return [(self.path / "metrics.json", self.config.get("seed"))]
+        return [(self.path / f"seed={s}" / "metrics.json", int(s)) for s in seeds]
+
+
+def _parse_override(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    return key.lstrip("+~"), value
+
+
+def _load_jobs(sweep_dir: Path) -> list[Job]:
+    jobs = []
+    for config_path in sorted(sweep_dir.rglob(".hydra/config.yaml")):
+        job_dir = config_path.parent.parent
+        try:
+            config = OmegaConf.load(config_path)
+        except Exception as err:  # a half-written config still marks a job that started
+            log.warning("cannot read %s: %s", config_path, err)
+            config = OmegaConf.create({})
+        overrides_path = job_dir / ".hydra" / "overrides.yaml"
+        overrides = {}
+        if overrides_path.is_file():
+            overrides = dict(_parse_override(str(o)) for o in OmegaConf.load(overrides_path))
+        jobs.append(Job(job_dir, config, overrides))
+    return jobs
+
+
+def _varying_keys(override_sets: Sequence[dict[str, str]]) -> list[str]:
+    """Override keys whose value differs between jobs (seed and regularizer excluded)."""
+    keys = sorted({k for o in override_sets for k in o})
+    return [
+        k
+        for k in keys
+        if k not in NOT_A_VARIANT
+        and not k.startswith("hydra")
+        and len({o.get(k) for o in override_sets}) > 1
+    ]
+
+
+def _group_name(regularizer: str, job: Job | None, varying: Sequence[str]) -> str:
+    """ "mixup", or "mixup (mixup.alpha=1)" when a sweep also varies other settings."""
+    if job is None:
+        return regularizer
+    extra = [f"{k}={job.overrides[k]}" for k in varying if k in job.overrides]
+    return f"{regularizer} ({', '.join(extra)})" if extra else regularizer
+
+
+def _planned_jobs(sweep_dir: Path) -> list[dict[str, str]] | None:
+    """Every job's overrides as Hydra's basic sweeper plans them; None when unknown.
+
+    multirun.yaml is written before the first job starts, so this also names jobs that an
+    interrupted sweep never reached. Other sweepers (Optuna) plan as they go: None.
+    """
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return None
+    try:
+        # Hydra's own planning, so that the strings match each job's overrides.yaml exactly
+        # (an internal module; hydra-core is pinned below 1.4).
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        hydra_cfg = OmegaConf.load(path).hydra
+        if not str(hydra_cfg.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            return None
+        params = OmegaConf.to_container(hydra_cfg.sweeper.get("params") or {})
+        arguments = [f"{k}={v}" for k, v in params.items()] + list(hydra_cfg.overrides.task)
+        parsed = OverridesParser.create().parse_overrides(arguments)
+        batch = BasicSweeper.split_arguments(parsed, None)[0]
+    except Exception as err:  # without a plan only the "never started" list is lost
+        log.debug("cannot re-plan the sweep from %s: %s", path, err)
+        return None
+    return [dict(_parse_override(o) for o in job) for job in batch]
+
+
+def _relative(path: Path, root: Path) -> str:
+    name = path.relative_to(root).as_posix()
+    return root.name if name == "." else name
+
+
+def _nearest_job(path: Path, jobs_by_dir: dict[Path, Job], root: Path) -> Job | None:
+    for parent in (path, *path.parents):
+        if parent in jobs_by_dir:
+            return jobs_by_dir[parent]
+        if parent == root:
+            return None
+    return None
+
+
+def _load_boundary(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as err:  # a broken file costs one figure panel, not the report
+        log.warning("cannot read %s: %s", path, err)
+        return None
+
+
+def _failure_reason(metrics: dict[str, Any]) -> str:
+    reason = f"status {metrics.get('status', 'missing')!r}"
+    if metrics.get("error"):
+        reason += f": {metrics['error']}"
+    if metrics.get("failed_step") is not None:
+        reason += f" (at step {metrics['failed_step']})"
+    return reason
+
+
+def collect(sweep_dir: Path) -> tuple[list[Run], list[Problem], list[Job]]:
+    """Completed runs, problems (failed, unfinished, never started) and jobs of a sweep."""
+    jobs = _load_jobs(sweep_dir)
+    jobs_by_dir = {job.path: job for job in jobs}
+    planned = _planned_jobs(sweep_dir)
+    varying = _varying_keys(planned or [job.overrides for job in jobs])
+
+    runs, problems = [], []
+    for path in sorted(sweep_dir.rglob("metrics.json")):
+        name = _relative(path.parent, sweep_dir)
+        job = _nearest_job(path.parent, jobs_by_dir, sweep_dir)
+        try:
+            metrics = json.loads(path.read_text())
+            regularizer = str(metrics["regularizer"])
+            seed = int(metrics["seed"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            problems.append(Problem(name, MISSING, MISSING, f"unreadable metrics.json: {err}"))
+            continue
+        group = _group_name(regularizer, job, varying)
+        if metrics.get("status") != "completed":
+            reason = _failure_reason(metrics)
+            problems.append(Problem(name, regularizer, str(seed), reason, group))
+            continue
+        boundary = _load_boundary(path.parent / "boundary.pt")
+        runs.append(Run(name, group, regularizer, seed, metrics, boundary))
+
+    for job in jobs:
+        regularizer = str(job.config.get("regularizer_name", MISSING))
+        for path, seed in job.expected_metrics():
+            if not path.is_file():
+                problems.append(
+                    Problem(
+                        _relative(path.parent, sweep_dir),
+                        regularizer,
+                        MISSING if seed is None else str(seed),
+                        "no metrics.json (unfinished or crashed)",
+                        _group_name(regularizer, job, varying),
+                    )
+                )
+
+    if planned is not None:
+        started = [job.overrides for job in jobs]
+        for overrides in planned:
+            if overrides not in started:
+                name = ",".join(f"{k}={overrides[k]}" for k in overrides if k in varying)
+                seed = overrides.get("seeds", overrides.get("seed", MISSING))
+                regularizer = overrides.get("regularizer", MISSING)
+                problems.append(Problem(name or "job", regularizer, seed, "never started"))
+    return runs, problems, jobs
+
+
+# --------------------------------------------------------------------------------------
+# Statistics
+
+
+@dataclass(frozen=True)
+class Column:
+    """One reported metric: where it lives in metrics.json and which direction is better."""
+
+    name: str  # CSV name
+    label: str  # table header
+    section: str  # "final" or "best" in metrics.json
+    key: str
+    better: str | None  # "max", "min", or None for descriptive metrics
+    digits: int = 3
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Summary of one metric over seeds; std is the sample std (ddof=1), None for n=1."""
+
+    n: int
+    mean: float
+    std: float | None
+    min: float
+    max: float
+
+
+def describe(values: Sequence[float]) -> Stat | None:
+    """Mean, sample std, min and max of values; None for no values."""
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return Stat(len(values), statistics.fmean(values), std, min(values), max(values))
+
+
+ACCURACY_COLUMNS = [
+    Column("test_acc", "test acc", "final", "test/acc", "max"),
+    Column("test_loss", "test loss", "final", "test/loss", "min"),
+    Column("best_test_acc", "best test acc", "best", "test/acc", "max"),
+]
+VAL_COLUMNS = [
+    Column("val_acc", "val acc", "final", "val/acc", "max"),
+    Column("val_loss", "val loss", "final", "val/loss", "min"),
+]
+CALIBRATION_COLUMNS = [
+    Column("test_ece", "ECE", "final", "test/ece", "min"),
+    Column("test_brier", "Brier", "final", "test/brier", "min"),
+    Column("uncertain_fraction", "uncertain", "final", "boundary/uncertain_fraction", None),
+    Column("ood_confidence", "OOD conf", "final", "ood/confidence", None),
+]
+
+
+def _flatten_columns(runs: Sequence[Run]) -> list[Column]:
+    layers = sorted(
+        {
+            int(key.split("/")[1].removeprefix("layer"))
+            for run in runs
+            for key in run.metrics.get("final", {})
+            if key.startswith("flatten/layer") and key.endswith("/n_significant")
+        }
+    )
+    return [
+        Column(
+            f"n_sig_layer{k}", f"n_sig L{k}", "final", f"flatten/layer{k}/n_significant", None, 1
+        )
+        for k in layers
+    ]
+
+
+@dataclass
+class Group:
+    """One row of the summary: a regularizer (and any other swept setting) over seeds."""
+
+    name: str
+    regularizer: str
+    runs: list[Run]
+    stats: dict[str, Stat | None] = field(default_factory=dict)  # column name → stat
+    best: set[str] = field(default_factory=set)  # names of columns where this row is best
+
+    @property
+    def seeds(self) -> list[int]:
+        return [run.seed for run in self.runs]
+
+
+def _group_order(name: str, regularizer: str) -> tuple:
+    rank = CANONICAL.index(regularizer) if regularizer in CANONICAL else len(CANONICAL)
+    return (rank, regularizer, name)
+
+
+def summarize(runs: Sequence[Run], columns: Sequence[Column]) -> list[Group]:
+    """Group runs into rows (canonical order), compute each column's stats, mark the best."""
+    by_name: dict[str, Group] = {}
+    for run in sorted(runs, key=lambda r: r.seed):
+        by_name.setdefault(run.group, Group(run.group, run.regularizer, [])).runs.append(run)
+    groups = sorted(by_name.values(), key=lambda g: _group_order(g.name, g.regularizer))
+    for group in groups:
+        for col in columns:
+            values = [run.value(col.section, col.key) for run in group.runs]
+            group.stats[col.name] = describe([v for v in values if v is not None])
+    for col in columns:
+        means = {
+            g.name: g.stats[col.name].mean
+            for g in groups
+            if g.stats[col.name] is not None and math.isfinite(g.stats[col.name].mean)
+        }
+        # A single row is not "best" of anything.
+        if col.better is None or len(means) < 2:
+            continue
+        target = max(means.values()) if col.better == "max" else min(means.values())
+        for g in groups:
+            if means.get(g.name) == target:
+                g.best.add(col.name)
+    return groups
+
+
+# --------------------------------------------------------------------------------------
+# Tables
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return MISSING if value is None else f"{value:.{digits}f}"
+
+
+def _cell(stat: Stat | None, col: Column, best: bool, bold: Callable[[str], str]) -> str:
+    """ "0.829 ± 0.025 (0.802–0.852)"; the mean ± std part in bold when best."""
+    if stat is None:
+        return MISSING
+    text = f"{_fmt(stat.mean, col.digits)} ± {_fmt(stat.std, col.digits)}"
+    text = bold(text) if best else text
+    if stat.n > 1:
+        text += f" ({_fmt(stat.min, col.digits)}–{_fmt(stat.max, col.digits)})"
+    return text
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _plain_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _steps_text(runs: Sequence[Run]) -> tuple[str, bool]:
+    """("2,000 training steps", False), or a per-count listing and True when runs differ."""
+    counts: dict[int, int] = {}
+    for run in runs:
+        steps = int(run.metrics.get("steps", -1))
+        counts[steps] = counts.get(steps, 0) + 1
+    if len(counts) == 1:
+        return f"{next(iter(counts)):,} training steps", False
+    listing = ", ".join(f"{s:,} steps ({n} runs)" for s, n in sorted(counts.items()))
+    return f"runs differ in length: {listing}", True
+
+
+@dataclass
+class Report:
+    """What write_report found and wrote."""
+
+    sweep_dir: Path
+    groups: list[Group]
+    problems: list[Problem]
+    columns: list[Column]
+    notes: list[str]
+    files: list[Path]
+    summary: str  # the plain-text summary table printed to the terminal
+
+
+def _markdown(
+    sweep_dir: Path,
+    groups: Sequence[Group],
+    problems: Sequence[Problem],
+    sections: Sequence[tuple[str, str, Sequence[Column]]],
+    notes: Sequence[str],
+    steps: str,
+) -> str:
+    runs = [run for g in groups for run in g.runs]
+    n_seeds = sorted({len(g.runs) for g in groups})
+    out = [
+        f"# Sweep report: `{sweep_dir}`",
+        "",
+        f"Final test metrics after {steps}, over seeds: **mean ± sample std** (min–max). "
+        "The best mean of each comparative column is **bold** (accuracy: highest; loss, ECE, "
+        f"Brier: lowest). {len(groups)} regularizers, "
+        f"{'/'.join(map(str, n_seeds)) or 0} seeds each, {len(runs)} completed runs, "
+        f"{len(problems)} failed or unfinished (listed at the end).",
+        "",
+    ]
+    out += [f"> **Note:** {note}" for note in notes]
+    if notes:
+        out.append("")
+    for title, explanation, columns in sections:
+        rows = [
+            [g.name, str(len(g.runs))]
+            + [_cell(g.stats[c.name], c, c.name in g.best, lambda s: f"**{s}**") for c in columns]
+            for g in groups
+        ]
+        out += [f"## {title}", "", explanation, ""]
+        out += [_markdown_table(["regularizer", "seeds", *[c.label for c in columns]], rows), ""]
+
+    per_seed = [c for _, _, cols in sections for c in cols]
+    rows = []
+    for g in groups:
+        for run in g.runs:
+            values = [_fmt(run.value(c.section, c.key), c.digits) for c in per_seed]
+            rows.append([g.name, str(run.seed), f"{run.metrics.get('steps', MISSING):,}", *values])
+    out += ["## Per seed", ""]
+    out += [_markdown_table(["regularizer", "seed", "steps", *[c.label for c in per_seed]], rows)]
+    out += ["", "## Failed or unfinished runs", ""]
+    if problems:
+        rows = [[f"`{p.name}`", p.regularizer, p.seed, p.reason] for p in problems]
+        out.append(_markdown_table(["run", "regularizer", "seed", "reason"], rows))
+    else:
+        out.append("None: every job finished with status completed.")
+    return "\n".join(out) + "\n"
+
+
+def _summary_csv(groups: Sequence[Group], columns: Sequence[Column]) -> str:
+    header = ["regularizer", "n_seeds", "seeds", "steps_min", "steps_max"]
+    for col in columns:
+        header += [f"{col.name}_{s}" for s in ("mean", "std", "min", "max")]
+        header += [f"{col.name}_best"] if col.better else []
+    rows = []
+    for g in groups:
+        steps = [int(run.metrics.get("steps", -1)) for run in g.runs]
+        row: list[object] = [g.name, len(g.runs), " ".join(map(str, g.seeds))]
+        row += [min(steps), max(steps)]
+        for col in columns:
+            stat = g.stats[col.name]
+            values = [None] * 4 if stat is None else [stat.mean, stat.std, stat.min, stat.max]
+            row += ["" if v is None else repr(v) for v in values]
+            row += [int(col.name in g.best)] if col.better else []
+        rows.append(row)
+    return _csv_text(header, rows)
+
+
+def _runs_csv(
+    groups: Sequence[Group], problems: Sequence[Problem], columns: Sequence[Column]
+) -> str:
+    header = ["regularizer", "seed", "status", "steps", "wall_time_s", "run", "reason"]
+    header += [col.name for col in columns] + ["best_test_acc_step"]
+    rows = []
+    for g in groups:
+        for run in g.runs:
+            m = run.metrics
+            values = [run.value(c.section, c.key) for c in columns]
+            row = [g.name, run.seed, "completed", m.get("steps", ""), m.get("wall_time_s", "")]
+            row += [run.name, ""] + ["" if v is None else repr(v) for v in values]
+            row.append(m.get("best", {}).get("test/acc_step", ""))
+            rows.append(row)
+    for p in problems:
+        status = "never started" if p.reason == "never started" else "failed or unfinished"
+        row = [p.group or p.regularizer, p.seed, status, "", "", p.name, p.reason]
+        rows.append(row + [""] * (len(columns) + 1))
+    return _csv_text(header, rows)
+
+
+def _csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _terminal_summary(
+    sweep_dir: Path, groups: Sequence[Group], columns: Sequence[Column], steps: str
+) -> str:
+    header = ["regularizer", "n", *[c.label for c in columns]]
+    rows = []
+    for g in groups:
+        row = [g.name, str(len(g.runs))]
+        for c in columns:
+            stat = g.stats[c.name]
+            text = MISSING if stat is None else f"{_fmt(stat.mean, c.digits)} ± "
+            text += "" if stat is None else _fmt(stat.std, c.digits)
+            row.append(text + (" *" if c.name in g.best else ""))
+        rows.append(row)
+    title = f"{sweep_dir}: final test metrics after {steps}, mean ± sample std over seeds"
+    return f"{title}; * = best\n{_plain_table(header, rows)}"
+
+
+# --------------------------------------------------------------------------------------
+# Figures
+
+
+def _colors(groups: Sequence[Group]) -> dict[str, str]:
+    spare = iter(SPARE_COLORS * (1 + len(groups) // len(SPARE_COLORS)))
+    return {g.name: COLORS.get(g.name) or next(spare) for g in groups}
+
+
+def boundaries_figure(groups: Sequence[Group], problems: Sequence[Problem]) -> Figure:
+    """Final decision boundaries with training points: rows = regularizers, columns = seeds."""
+    seeds = sorted({run.seed for g in groups for run in g.runs})
+    failed = {(p.group, p.seed) for p in problems}
+    size = 1.9
+    fig = Figure(figsize=(size * len(seeds) + 1.4, size * len(groups) + 0.5), layout="constrained")
+    axes = fig.subplots(len(groups), len(seeds), squeeze=False)
+    mappable = None
+    for row, group in zip(axes, groups):
+        runs = {run.seed: run for run in group.runs}
+        for ax, seed in zip(row, seeds):
+            run = runs.get(seed)
+            b = run.boundary if run is not None else None
+            if b is None:
+                text = "failed or\nunfinished" if (group.name, str(seed)) in failed else "no result"
+                if run is not None:
+                    text = "no boundary.pt"
+                ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+                ax.set_title(f"seed {seed}", fontsize=10)
+            else:
+                mappable = draw_boundary(ax, b["grid"], b["grid_p"], b["train_X"], b["train_y"])
+                acc = run.value("final", "test/acc")
+                ax.set_title(f"seed {seed} · acc {_fmt(acc, 3)}", fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+            ax.set_aspect("equal")
+        row[0].set_ylabel(group.name, fontsize=12, fontweight="bold")
+    if mappable is not None:
+        fig.colorbar(
+            mappable,
+            ax=axes,
+            label="p(class 1)   (white = 0.5: uncertain)",
+            ticks=[0, 0.25, 0.5, 0.75, 1],
+            shrink=min(1.0, 3.5 / (size * len(groups))),
+        )
+    fig.suptitle("Final decision boundaries with the training points", fontsize=12)
+    return fig
+
+
+def _history_array(runs: Sequence[Run], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Steps (T,) and values (S, T) over seeds, NaN where a seed has no evaluation."""
+    steps = sorted({int(h["step"]) for run in runs for h in run.metrics.get("history", [])})
+    index = {s: i for i, s in enumerate(steps)}
+    values = np.full((len(runs), len(steps)), np.nan)
+    for r, run in enumerate(runs):
+        for h in run.metrics.get("history", []):
+            if h.get(key) is not None:
+                values[r, index[int(h["step"])]] = h[key]
+    return np.array(steps), values
+
+
+def curves_figure(groups: Sequence[Group]) -> Figure:
+    """Test loss (log scale) and accuracy against step: mean over seeds, min–max band."""
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    colors = _colors(groups)
+    for group in groups:
+        for ax, key in ((ax_loss, "test/loss"), (ax_acc, "test/acc")):
+            steps, values = _history_array(group.runs, key)
+            if not np.isfinite(values).any():
+                continue
+            has = np.isfinite(values).any(0)
+            steps, values = steps[has], values[:, has]
+            color = colors[group.name]
+            label = f"{group.name} (n={len(group.runs)})"
+            ax.plot(steps, np.nanmean(values, 0), color=color, linewidth=2, label=label)
+            ax.fill_between(
+                steps, np.nanmin(values, 0), np.nanmax(values, 0), color=color, alpha=0.15
+            )
+    # Unregularized test loss grows by orders of magnitude while mixup stays near 0.5.
+    ax_loss.set_yscale("log")
+    ax_loss.set_title("test loss (log scale)", fontsize=11)
+    ax_acc.set_title("test accuracy", fontsize=11)
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("training step")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+    ax_acc.legend(fontsize=9, loc="lower right")
+    fig.suptitle("Test metrics during training: mean over seeds, band = min–max", fontsize=12)
+    return fig
+
+
+def calibration_figure(groups: Sequence[Group], n_bins: int) -> Figure:
+    """Reliability diagram per regularizer from the pooled final test predictions of its seeds."""
+    ncols = min(3, len(groups))
+    nrows = math.ceil(len(groups) / ncols)
+    fig = Figure(figsize=(3.6 * ncols, 3.9 * nrows + 0.4), layout="constrained")
+    subfigs = np.atleast_1d(fig.subfigures(nrows, ncols, squeeze=False)).ravel()
+    colors = _colors(groups)
+    for subfig, group in zip(subfigs, groups):
+        ax, ax_count = subfig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+        ax.plot([0.5, 1], [0.5, 1], color="grey", linestyle="--", linewidth=1)
+        ece = group.stats.get("test_ece")
+        ece_text = "" if ece is None else f" · ECE {_fmt(ece.mean, 3)}"
+        ax.set_title(f"{group.name}{ece_text}", fontsize=10)
+        with_p = [r.boundary for r in group.runs if r.boundary is not None]
+        if with_p:
+            p = torch.cat([b["test_p"].flatten() for b in with_p]).unsqueeze(0)
+            y = torch.cat([b["test_y"].flatten() for b in with_p]).unsqueeze(0)
+            stats = {k: v[0] if k != "edges" else v for k, v in reliability(p, y, n_bins).items()}
+            filled = stats["count"] > 0
+            ax.plot(
+                stats["confidence"][filled],
+                stats["accuracy"][filled],
+                marker="o",
+                markersize=4,
+                color=colors[group.name],
+            )
+            edges = stats["edges"]
+            ax_count.bar(
+                edges[:-1],
+                stats["count"] / stats["count"].sum(),
+                width=edges[1] - edges[0],
+                align="edge",
+                color=colors[group.name],
+                alpha=0.6,
+            )
+        else:
+            ax.text(0.75, 0.5, "no boundary.pt", ha="center", va="center")
+        ax.set_xlim(0.5, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("accuracy")
+        ax.grid(True, alpha=0.3)
+        ax_count.set_ylim(0, 1)
+        ax_count.set_ylabel("share")
+        ax_count.set_xlabel("confidence max(p, 1−p)")
+    for subfig in subfigs[len(groups) :]:
+        subfig.set_visible(False)
+    fig.suptitle(
+        f"Reliability of the final test predictions (seeds pooled, {n_bins} bins); "
+        "dashed = perfectly calibrated",
+        fontsize=11,
+    )
+    return fig
+
+
+def _mean_spectrum(runs: Sequence[Run], layer: int) -> np.ndarray | None:
+    """(S, D): each seed's singular values, normalised per class by the largest, class mean."""
+    spectra = []
+    for run in runs:
+        b = run.boundary
+        if b is None or layer >= len(b.get("spectra", [])):
+            continue
+        sv = b["spectra"][layer].double()  # (2 classes, D), descending
+        sv = sv / sv[:, :1].clamp_min(1e-12)
+        spectra.append(sv.mean(0).numpy())
+    if not spectra:
+        return None
+    width = min(len(s) for s in spectra)
+    return np.stack([s[:width] for s in spectra])
+
+
+def flattening_figure(groups: Sequence[Group], fraction: float | None) -> Figure:
+    """Normalised singular-value spectra of each hidden layer's class representations.
+
+    Layer 0 (the input) is left out: it depends on the data only, not on the regularizer.
+    """
+    n_layers = max(
+        (len(r.boundary.get("spectra", [])) for g in groups for r in g.runs if r.boundary),
+        default=0,
+    )
+    layers = list(range(1, n_layers)) or [0]
+    fig = Figure(figsize=(3.6 * len(layers) + 1.8, 4.0), layout="constrained")
+    axes = fig.subplots(1, len(layers), squeeze=False, sharey=True)[0]
+    colors = _colors(groups)
+    lowest = 1.0
+    for ax, layer in zip(axes, layers):
+        for group in groups:
+            spectra = _mean_spectrum(group.runs, layer)
+            if spectra is None:
+                continue
+            index = np.arange(1, spectra.shape[1] + 1)
+            color = colors[group.name]
+            ax.plot(index, spectra.mean(0), color=color, linewidth=2, label=group.name)
+            ax.fill_between(index, spectra.min(0), spectra.max(0), color=color, alpha=0.15)
+            lowest = min(lowest, float(spectra.mean(0)[-1]))
+        if fraction is not None:
+            ax.axhline(fraction, color="black", linestyle=":", linewidth=1)
+        ax.set_yscale("log")
+        ax.set_title("input" if layer == 0 else f"after hidden layer {layer}", fontsize=11)
+        ax.set_xlabel("singular value index")
+        ax.grid(True, which="major", alpha=0.3)
+    # Near-zero tail values would stretch the axis over decades nobody needs to read.
+    axes[0].set_ylim(max(lowest / 2, 1e-4), 1.3)
+    axes[0].set_ylabel("singular value / largest")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if fraction is not None:
+        handles.append(Line2D([], [], color="black", linestyle=":"))
+        labels.append(f"significance ({fraction:g} × largest)")
+    fig.legend(handles, labels, loc="outside right center", fontsize=9)
+    fig.suptitle(
+        "Class-wise singular values of the training points' hidden representations "
+        "(mean over seeds and classes; lower tail = flatter)",
+        fontsize=11,
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same directory, then rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _write_figure(path: Path, fig: Figure) -> None:
+    _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+
+
+def _setting(jobs: Sequence[Job], key: str) -> Any:
+    """An evaluation setting from the first job config that has it (None without jobs)."""
+    for job in jobs:
+        value = OmegaConf.select(job.config, key, default=None)
+        if value is not None:
+            return value
+    return None
+
+
+def write_report(sweep_dir: Path | str) -> Report:
+    """Write the comparison report of a sweep directory into it and return what it holds.
+
+    Raises ReportError when the directory does not exist or holds no runs at all.
+    Figures need at least one completed run; tables are written regardless.
+    """
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ReportError(f"no such sweep directory: {sweep_dir}")
+    runs, problems, jobs = collect(sweep_dir)
+    if not runs and not problems:
+        raise ReportError(f"no runs in {sweep_dir} (no metrics.json, no .hydra job directory)")
+
+    flatten = _flatten_columns(runs)
+    hidden = [c for c in flatten if c.name != "n_sig_layer0"]  # the input is the same for all
+    has_val = any(run.value("final", "val/acc") is not None for run in runs)
+    accuracy = ACCURACY_COLUMNS + (VAL_COLUMNS if has_val else [])
+    columns = accuracy + CALIBRATION_COLUMNS + flatten
+    groups = summarize(runs, columns)
+    steps, steps_differ = _steps_text(runs) if runs else ("no completed runs", False)
+
+    notes = []
+    if steps_differ:
+        notes.append(f"{steps[0].upper()}{steps[1:]}: compare rows with care.")
+    fraction = _setting(jobs, "evaluation.flatten_fraction")
+    n_bins = int(_setting(jobs, "evaluation.ece_bins") or 15)
+    without_boundary = [run.name for run in runs if run.boundary is None]
+    if without_boundary:
+        notes.append(f"No readable boundary.pt (left out of the figures): {without_boundary}.")
+    seen = [(run.group, run.seed) for run in runs]
+    duplicates = sorted({f"{g} seed {s}" for g, s in seen if seen.count((g, s)) > 1})
+    if duplicates:
+        notes.append(f"Seeds present more than once (all counted): {', '.join(duplicates)}.")
+
+    threshold = f"{fraction:g} ×" if fraction is not None else "a set share of"
+    sections = [
+        (
+            "Accuracy and loss",
+            "Final: at the last evaluation. Best: the highest test accuracy at any evaluation "
+            "(chosen on the test set, so optimistic).",
+            accuracy,
+        ),
+        (
+            "Calibration and uncertainty",
+            "ECE: expected calibration error and Brier: mean squared error of p, both on the "
+            "test set (lower is better). uncertain: share of the plotting grid with "
+            "0.25 ≤ p ≤ 0.75. OOD conf: mean max(p, 1−p) on a ring outside the data "
+            "(0.5 = unsure there, 1 = confident where it has seen nothing).",
+            CALIBRATION_COLUMNS,
+        ),
+        (
+            "Flattening",
+            f"n_sig Lk: singular values of a class's representation after hidden layer k "
+            f"above {threshold} the largest, averaged over the two classes; fewer = flatter "
+            "(Verma et al. 2019). The input (layer 0) is the same for every regularizer and "
+            "is only in report.csv.",
+            hidden,
+        ),
+    ]
+    files = []
+
+    def emit(name: str, write: Callable[[Path], None]) -> None:
+        files.append(sweep_dir / name)
+        write(files[-1])
+
+    emit(
+        "report.md",
+        lambda p: _write_text(p, _markdown(sweep_dir, groups, problems, sections, notes, steps)),
+    )
+    emit("report.csv", lambda p: _write_text(p, _summary_csv(groups, columns)))
+    emit("report_runs.csv", lambda p: _write_text(p, _runs_csv(groups, problems, columns)))
+    if groups:
+        emit("boundaries.png", lambda p: _write_figure(p, boundaries_figure(groups, problems)))
+        emit("curves.png", lambda p: _write_figure(p, curves_figure(groups)))
+        emit("calibration.png", lambda p: _write_figure(p, calibration_figure(groups, n_bins)))
+        emit("flattening.png", lambda p: _write_figure(p, flattening_figure(groups, fraction)))
+
+    terminal = [c for c in accuracy + CALIBRATION_COLUMNS + hidden]
+    summary = _terminal_summary(sweep_dir, groups, terminal, steps)
+    if problems:
+        summary += f"\n{len(problems)} failed or unfinished runs: see report.md"
+    return Report(sweep_dir, groups, problems, columns, notes, files, summary)
+
+
+class ReportOnMultirunEnd(Callback):
+    """Hydra callback: write the sweep's report when a multirun ends (never fails it)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            report = write_report(sweep_dir)
+        except Exception as err:  # the sweep's results are on disk; the report can be redone
+            log.warning(
+                "spiralmix.report: no report for %s (%s); retry with "
+                "`python -m spiralmix.report %s`",
+                sweep_dir,
+                err,
+                sweep_dir,
+            )
+            return
+        print(report.summary, flush=True)
+        log.info("Report: %s", sweep_dir / "report.md")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m spiralmix.report <sweep dir>``; returns the exit status."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="spiralmix.report",
+        description="Write the multi-seed comparison report of a spiralmix sweep directory.",
+    )
+    parser.add_argument("sweep_dir", type=Path, help="a Hydra multirun directory")
+    args = parser.parse_args(argv)
+    try:
+        report = write_report(args.sweep_dir)
+    except ReportError as err:
+        print(f"spiralmix.report: error: {err}", file=sys.stderr)
+        return 2
+    print(report.summary)
+    print("wrote " + ", ".join(p.name for p in report.files) + f" in {report.sweep_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
