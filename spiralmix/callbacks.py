@@ -145,11 +145,13 @@ class RunProgress(pl.Callback):
             return
         done = trainer.global_step - self._start_step
         elapsed = time.perf_counter() - self._start
-        rate = done / elapsed if elapsed > 0 and done else 0.0
-        left = (trainer.max_steps - trainer.global_step) / rate if rate else float("nan")
+        speed = ""
+        if done > 0:
+            rate = done / elapsed
+            left = (trainer.max_steps - trainer.global_step) / rate
+            speed = f"  {rate:,.0f} steps/s  {left:,.0f} s left"
         print(
             f"step {trainer.global_step:>7,}/{trainer.max_steps:,}  test acc {acc}  "
-            f"test loss {sum(latest['test/loss']) / len(accs):.3f}  "
-            f"{rate:,.0f} steps/s  {left:,.0f} s left",
+            f"test loss {sum(latest['test/loss']) / len(accs):.3f}{speed}",
             flush=True,
         )

@@ -76,8 +76,16 @@ class Config:
 def register() -> None:
     """Register the schema and the ``n_hidden`` resolver (hidden_mixup's upper layer)."""
     ConfigStore.instance().store(name="config_schema", node=Config)
-    if not OmegaConf.has_resolver("n_hidden"):
-        OmegaConf.register_new_resolver("n_hidden", lambda dims: len(dims))
+    resolvers = {
+        "n_hidden": lambda dims: len(dims),
+        # hydra.run.dir and hydra.output_subdir: a resumed run continues in its own directory
+        # and keeps the config it was started with.
+        "resume_or": lambda resume, default: default if resume is None else resume,
+        "unless_resuming": lambda resume, value: value if resume is None else None,
+    }
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 class ConfigError(ValueError):

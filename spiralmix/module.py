@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
@@ -56,6 +57,8 @@ class MixupClassifier(pl.LightningModule):
         n_hidden = self.net.n_hidden
         self.k_min, self.k_max = mixup_layers if mixup_layers is not None else (0, n_hidden)
         self.history: list[dict] = []  # one entry per evaluation: step and metric → (E,) list
+        self.failures: dict[int, int] = {}  # member → step whose training loss was not finite
+        self.train_time_s = 0.0  # fit time of earlier (resumed-from) processes
         self.last_eval: dict[str, torch.Tensor] = {}  # tensors of the latest evaluation
 
     @property
@@ -88,9 +91,23 @@ class MixupClassifier(pl.LightningModule):
             losses[s] = loss.detach()
         self._count_optimizer_steps(n_steps)
         self._log_steps(first_step, losses, draws)
-        last = self.global_step >= self.trainer.max_steps
+        self._record_failures(first_step, losses)
+        last = self.global_step >= self.trainer.max_steps or self.trainer.should_stop
         if self.global_step % self.hparams.eval_every_n_steps == 0 or last:
             self.evaluate()
+
+    def _record_failures(self, first_step: int, losses: torch.Tensor) -> None:
+        """Note members whose loss became non-finite; stop when no member is left training.
+
+        A diverged member's NaNs stay in its own parameters (members share none), so the
+        other seeds of an ensemble train on unharmed.
+        """
+        bad = ~torch.isfinite(losses)  # (n_steps, E)
+        for e in bad.any(0).nonzero().flatten().tolist():
+            if e not in self.failures:
+                self.failures[e] = first_step + int(bad[:, e].nonzero()[0])
+        if len(self.failures) == self.n_members:
+            self.trainer.should_stop = True
 
     def _count_optimizer_steps(self, n: int) -> None:
         """Advance Lightning's step counter (global_step) by the n steps this call made."""
@@ -228,11 +245,26 @@ class MixupClassifier(pl.LightningModule):
         if self.global_step == 0:  # a resumed run evaluated this step before it stopped
             self.evaluate()
 
+    # Plain lists, dicts and numbers only: checkpoints load with torch.load(weights_only=True).
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["history"] = self.history
+        checkpoint["spiralmix"] = {
+            "history": self.history,
+            "failures": self.failures,
+            "train_time_s": self.train_time_s + (time.perf_counter() - self._fit_start),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.history = checkpoint.get("history", [])
+        state = checkpoint["spiralmix"]
+        self.history, self.failures = state["history"], state["failures"]
+        self.train_time_s = state["train_time_s"]
+
+    def on_fit_start(self) -> None:
+        self._fit_start = time.perf_counter()
+
+    @property
+    def elapsed_s(self) -> float:
+        """Training wall time so far, over this process and any it resumed from."""
+        return self.train_time_s + (time.perf_counter() - self._fit_start)
 
     def _log_steps(self, first_step: int, losses: torch.Tensor, draws: dict) -> None:
         """Per-step scalars, one TensorBoard event per step for all tags (cheaper than one each)."""
@@ -240,7 +272,7 @@ class MixupClassifier(pl.LightningModule):
         columns = {"train/loss": losses}
         if self.hparams.mixup_enabled:
             columns.update({"mixup/k": draws["k"], "mixup/lambda": draws["lam"]})
-        rows = range(-first_step % every, len(losses), every)
+        rows = range(-(first_step + 1) % every, len(losses), every)
         for e, logger in enumerate(self.loggers):
             values = {tag: column[:, e].tolist() for tag, column in columns.items()}
             file_writer = logger.experiment._get_file_writer()
@@ -248,7 +280,8 @@ class MixupClassifier(pl.LightningModule):
                 summary = Summary(
                     value=[Summary.Value(tag=tag, simple_value=v[s]) for tag, v in values.items()]
                 )
-                file_writer.add_summary(summary, first_step + s)
+                # Step g is the g-th optimizer step; evaluations at g see its result.
+                file_writer.add_summary(summary, first_step + s + 1)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         kwargs = {"lr": self.hparams.lr, "weight_decay": self.hparams.weight_decay}

@@ -40,11 +40,11 @@ import torch  # noqa: E402
 from hydra.experimental.callback import Callback  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from spiralmix.metrics import reliability  # noqa: E402
-from spiralmix.plots import CMAP, draw_boundary  # noqa: E402
+from spiralmix.plots import draw_boundary  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,8 @@ class Run:
 class Problem:
     """A run without usable results: failed, unfinished or crashed, or never started."""
 
-    name: str
+    name: str  # its directory (or, never started, its overrides) relative to the sweep
+    status: str  # "failed", "unfinished" or "never started"
     regularizer: str
     seed: str  # a seed, a list of seeds or "–"
     reason: str
@@ -140,13 +141,15 @@ def _load_jobs(sweep_dir: Path) -> list[Job]:
     return jobs
 
 
-def _varying_keys(override_sets: Sequence[dict[str, str]]) -> list[str]:
-    """Override keys whose value differs between jobs (seed and regularizer excluded)."""
-    keys = sorted({k for o in override_sets for k in o})
+def _varying_keys(
+    override_sets: Sequence[dict[str, str]], exclude: Sequence[str] = ()
+) -> list[str]:
+    """Override keys whose value differs between jobs, in command-line order."""
+    keys = list(dict.fromkeys(k for o in override_sets for k in o))
     return [
         k
         for k in keys
-        if k not in NOT_A_VARIANT
+        if k not in exclude
         and not k.startswith("hydra")
         and len({o.get(k) for o in override_sets}) > 1
     ]
@@ -178,7 +181,8 @@ def _planned_jobs(sweep_dir: Path) -> list[dict[str, str]] | None:
         hydra_cfg = OmegaConf.load(path).hydra
         if not str(hydra_cfg.sweeper.get("_target_", "")).endswith("BasicSweeper"):
             return None
-        params = OmegaConf.to_container(hydra_cfg.sweeper.get("params") or {})
+        params = hydra_cfg.sweeper.get("params")
+        params = {} if params is None else OmegaConf.to_container(params)
         arguments = [f"{k}={v}" for k, v in params.items()] + list(hydra_cfg.overrides.task)
         parsed = OverridesParser.create().parse_overrides(arguments)
         batch = BasicSweeper.split_arguments(parsed, None)[0]
@@ -226,7 +230,7 @@ def collect(sweep_dir: Path) -> tuple[list[Run], list[Problem], list[Job]]:
     jobs = _load_jobs(sweep_dir)
     jobs_by_dir = {job.path: job for job in jobs}
     planned = _planned_jobs(sweep_dir)
-    varying = _varying_keys(planned or [job.overrides for job in jobs])
+    varying = _varying_keys(planned or [job.overrides for job in jobs], NOT_A_VARIANT)
 
     runs, problems = [], []
     for path in sorted(sweep_dir.rglob("metrics.json")):
@@ -237,12 +241,14 @@ def collect(sweep_dir: Path) -> tuple[list[Run], list[Problem], list[Job]]:
             regularizer = str(metrics["regularizer"])
             seed = int(metrics["seed"])
         except (OSError, ValueError, KeyError, TypeError) as err:
-            problems.append(Problem(name, MISSING, MISSING, f"unreadable metrics.json: {err}"))
+            problems.append(
+                Problem(name, "failed", MISSING, MISSING, f"unreadable metrics.json: {err}")
+            )
             continue
         group = _group_name(regularizer, job, varying)
         if metrics.get("status") != "completed":
             reason = _failure_reason(metrics)
-            problems.append(Problem(name, regularizer, str(seed), reason, group))
+            problems.append(Problem(name, "failed", regularizer, str(seed), reason, group))
             continue
         boundary = _load_boundary(path.parent / "boundary.pt")
         runs.append(Run(name, group, regularizer, seed, metrics, boundary))
@@ -254,6 +260,7 @@ def collect(sweep_dir: Path) -> tuple[list[Run], list[Problem], list[Job]]:
                 problems.append(
                     Problem(
                         _relative(path.parent, sweep_dir),
+                        "unfinished",
                         regularizer,
                         MISSING if seed is None else str(seed),
                         "no metrics.json (unfinished or crashed)",
@@ -263,12 +270,13 @@ def collect(sweep_dir: Path) -> tuple[list[Run], list[Problem], list[Job]]:
 
     if planned is not None:
         started = [job.overrides for job in jobs]
+        swept = _varying_keys(planned)
         for overrides in planned:
             if overrides not in started:
-                name = ",".join(f"{k}={overrides[k]}" for k in overrides if k in varying)
+                name = ",".join(f"{k}={overrides[k]}" for k in swept)
                 seed = overrides.get("seeds", overrides.get("seed", MISSING))
                 regularizer = overrides.get("regularizer", MISSING)
-                problems.append(Problem(name or "job", regularizer, seed, "never started"))
+                problems.append(Problem(name, "never started", regularizer, seed, "never started"))
     return runs, problems, jobs
 
 
@@ -377,8 +385,8 @@ def summarize(runs: Sequence[Run], columns: Sequence[Column]) -> list[Group]:
             for g in groups
             if g.stats[col.name] is not None and math.isfinite(g.stats[col.name].mean)
         }
-        # A single row is not "best" of anything.
-        if col.better is None or len(means) < 2:
+        # A single row, or all rows equal, is not "best" of anything.
+        if col.better is None or len(set(means.values())) < 2:
             continue
         target = max(means.values()) if col.better == "max" else min(means.values())
         for g in groups:
@@ -406,6 +414,12 @@ def _cell(stat: Stat | None, col: Column, best: bool, bold: Callable[[str], str]
     return text
 
 
+def _one_line(text: str, limit: int = 300) -> str:
+    """A table cell: a multi-line error (a traceback) on one line, pipes escaped, shortened."""
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -419,16 +433,19 @@ def _plain_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _steps_text(runs: Sequence[Run]) -> tuple[str, bool]:
-    """("2,000 training steps", False), or a per-count listing and True when runs differ."""
+def _steps_text(runs: Sequence[Run]) -> tuple[str, str | None]:
+    """When the metrics were taken ("after 2,000 training steps"), and a warning when runs
+    differ in length (then their numbers are not comparable)."""
     counts: dict[int, int] = {}
     for run in runs:
         steps = int(run.metrics.get("steps", -1))
         counts[steps] = counts.get(steps, 0) + 1
-    if len(counts) == 1:
-        return f"{next(iter(counts)):,} training steps", False
-    listing = ", ".join(f"{s:,} steps ({n} runs)" for s, n in sorted(counts.items()))
-    return f"runs differ in length: {listing}", True
+    if len(counts) <= 1:
+        return f"after {next(iter(counts), 0):,} training steps", None
+    listing = ", ".join(
+        f"{s:,} steps ({n} run{'s' if n > 1 else ''})" for s, n in sorted(counts.items())
+    )
+    return "at the end of each run", f"Runs differ in length: {listing}. Compare with care."
 
 
 @dataclass
@@ -453,14 +470,15 @@ def _markdown(
     steps: str,
 ) -> str:
     runs = [run for g in groups for run in g.runs]
-    n_seeds = sorted({len(g.runs) for g in groups})
+    n_seeds = sorted({len(g.runs) for g in groups}) or [0]
+    seeds_text = "–".join(map(str, sorted({n_seeds[0], n_seeds[-1]})))  # "3" or "2–3"
     out = [
         f"# Sweep report: `{sweep_dir}`",
         "",
-        f"Final test metrics after {steps}, over seeds: **mean ± sample std** (min–max). "
+        f"Final test metrics {steps}, over seeds: **mean ± sample std** (min–max). "
         "The best mean of each comparative column is **bold** (accuracy: highest; loss, ECE, "
         f"Brier: lowest). {len(groups)} regularizers, "
-        f"{'/'.join(map(str, n_seeds)) or 0} seeds each, {len(runs)} completed runs, "
+        f"{seeds_text} seeds each, {len(runs)} completed runs, "
         f"{len(problems)} failed or unfinished (listed at the end).",
         "",
     ]
@@ -486,7 +504,7 @@ def _markdown(
     out += [_markdown_table(["regularizer", "seed", "steps", *[c.label for c in per_seed]], rows)]
     out += ["", "## Failed or unfinished runs", ""]
     if problems:
-        rows = [[f"`{p.name}`", p.regularizer, p.seed, p.reason] for p in problems]
+        rows = [[f"`{p.name}`", p.regularizer, p.seed, _one_line(p.reason)] for p in problems]
         out.append(_markdown_table(["run", "regularizer", "seed", "reason"], rows))
     else:
         out.append("None: every job finished with status completed.")
@@ -527,8 +545,7 @@ def _runs_csv(
             row.append(m.get("best", {}).get("test/acc_step", ""))
             rows.append(row)
     for p in problems:
-        status = "never started" if p.reason == "never started" else "failed or unfinished"
-        row = [p.group or p.regularizer, p.seed, status, "", "", p.name, p.reason]
+        row = [p.group or p.regularizer, p.seed, p.status, "", "", p.name, p.reason]
         rows.append(row + [""] * (len(columns) + 1))
     return _csv_text(header, rows)
 
@@ -542,20 +559,26 @@ def _csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def _terminal_summary(
-    sweep_dir: Path, groups: Sequence[Group], columns: Sequence[Column], steps: str
+    sweep_dir: Path,
+    groups: Sequence[Group],
+    sections: Sequence[tuple[str, str, Sequence[Column]]],
+    steps: str,
 ) -> str:
-    header = ["regularizer", "n", *[c.label for c in columns]]
-    rows = []
-    for g in groups:
-        row = [g.name, str(len(g.runs))]
-        for c in columns:
-            stat = g.stats[c.name]
-            text = MISSING if stat is None else f"{_fmt(stat.mean, c.digits)} ± "
-            text += "" if stat is None else _fmt(stat.std, c.digits)
-            row.append(text + (" *" if c.name in g.best else ""))
-        rows.append(row)
-    title = f"{sweep_dir}: final test metrics after {steps}, mean ± sample std over seeds"
-    return f"{title}; * = best\n{_plain_table(header, rows)}"
+    """One aligned plain-text table per section (narrow enough for a terminal)."""
+    out = [f"{sweep_dir}: final test metrics {steps}, mean ± sample std; * = best mean"]
+    for title, _, columns in sections:
+        header = ["regularizer", "n", *[c.label for c in columns]]
+        rows = []
+        for g in groups:
+            row = [g.name, str(len(g.runs))]
+            for c in columns:
+                stat = g.stats[c.name]
+                text = MISSING if stat is None else f"{_fmt(stat.mean, c.digits)} ± "
+                text += "" if stat is None else _fmt(stat.std, c.digits)
+                row.append(text + (" *" if c.name in g.best else ""))
+            rows.append(row)
+        out += ["", f"{title}:", _plain_table(header, rows)]
+    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------------------
@@ -569,10 +592,16 @@ def _colors(groups: Sequence[Group]) -> dict[str, str]:
 
 def boundaries_figure(groups: Sequence[Group], problems: Sequence[Problem]) -> Figure:
     """Final decision boundaries with training points: rows = regularizers, columns = seeds."""
-    seeds = sorted({run.seed for g in groups for run in g.runs})
-    failed = {(p.group, p.seed) for p in problems}
+    status = {(p.group, p.seed): p.status for p in problems}
+    names = {g.name for g in groups}
+    # Seeds that failed or are unfinished get a column too: the gap is visible, not hidden.
+    seeds = sorted(
+        {run.seed for g in groups for run in g.runs}
+        | {int(p.seed) for p in problems if p.group in names and p.seed.isdigit()}
+    )
     size = 1.9
-    fig = Figure(figsize=(size * len(seeds) + 1.4, size * len(groups) + 0.5), layout="constrained")
+    width = max(size * len(seeds) + 1.4, 4.6)  # room for the title with a single seed
+    fig = Figure(figsize=(width, size * len(groups) + 0.5), layout="constrained")
     axes = fig.subplots(len(groups), len(seeds), squeeze=False)
     mappable = None
     for row, group in zip(axes, groups):
@@ -581,10 +610,12 @@ def boundaries_figure(groups: Sequence[Group], problems: Sequence[Problem]) -> F
             run = runs.get(seed)
             b = run.boundary if run is not None else None
             if b is None:
-                text = "failed or\nunfinished" if (group.name, str(seed)) in failed else "no result"
-                if run is not None:
-                    text = "no boundary.pt"
-                ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+                text = status.get((group.name, str(seed)), "no run")
+                text = "no boundary.pt" if run is not None else text
+                ax.text(0.5, 0.5, text, ha="center", va="center", color="grey", fontsize=10)
+                ax.set_xlim(0, 1)
+                ax.set_ylim(0, 1)
+                ax.set_frame_on(False)
                 ax.set_title(f"seed {seed}", fontsize=10)
             else:
                 mappable = draw_boundary(ax, b["grid"], b["grid_p"], b["train_X"], b["train_y"])
@@ -640,6 +671,12 @@ def curves_figure(groups: Sequence[Group]) -> Figure:
             )
     # Unregularized test loss grows by orders of magnitude while mixup stays near 0.5.
     ax_loss.set_yscale("log")
+    low, high = ax_loss.get_ylim()
+    # Label enough values to read a narrow range, not so many that a wide one is cluttered.
+    subs = (1, 1.5, 2, 3, 5, 7) if high / low < 30 else (1, 2, 5)
+    ax_loss.yaxis.set_major_locator(LogLocator(subs=subs))
+    ax_loss.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax_loss.yaxis.set_minor_formatter(NullFormatter())
     ax_loss.set_title("test loss (log scale)", fontsize=11)
     ax_acc.set_title("test accuracy", fontsize=11)
     for ax in (ax_loss, ax_acc):
@@ -655,7 +692,7 @@ def calibration_figure(groups: Sequence[Group], n_bins: int) -> Figure:
     """Reliability diagram per regularizer from the pooled final test predictions of its seeds."""
     ncols = min(3, len(groups))
     nrows = math.ceil(len(groups) / ncols)
-    fig = Figure(figsize=(3.6 * ncols, 3.9 * nrows + 0.4), layout="constrained")
+    fig = Figure(figsize=(max(3.6 * ncols, 4.6), 3.9 * nrows + 0.6), layout="constrained")
     subfigs = np.atleast_1d(fig.subfigures(nrows, ncols, squeeze=False)).ravel()
     colors = _colors(groups)
     for subfig, group in zip(subfigs, groups):
@@ -698,8 +735,8 @@ def calibration_figure(groups: Sequence[Group], n_bins: int) -> Figure:
     for subfig in subfigs[len(groups) :]:
         subfig.set_visible(False)
     fig.suptitle(
-        f"Reliability of the final test predictions (seeds pooled, {n_bins} bins); "
-        "dashed = perfectly calibrated",
+        f"Reliability of the final test predictions\n(seeds pooled, {n_bins} bins; "
+        "dashed = perfectly calibrated)",
         fontsize=11,
     )
     return fig
@@ -731,7 +768,7 @@ def flattening_figure(groups: Sequence[Group], fraction: float | None) -> Figure
         default=0,
     )
     layers = list(range(1, n_layers)) or [0]
-    fig = Figure(figsize=(3.6 * len(layers) + 1.8, 4.0), layout="constrained")
+    fig = Figure(figsize=(max(3.6 * len(layers) + 1.8, 7.0), 4.2), layout="constrained")
     axes = fig.subplots(1, len(layers), squeeze=False, sharey=True)[0]
     colors = _colors(groups)
     lowest = 1.0
@@ -760,8 +797,8 @@ def flattening_figure(groups: Sequence[Group], fraction: float | None) -> Figure
         labels.append(f"significance ({fraction:g} × largest)")
     fig.legend(handles, labels, loc="outside right center", fontsize=9)
     fig.suptitle(
-        "Class-wise singular values of the training points' hidden representations "
-        "(mean over seeds and classes; lower tail = flatter)",
+        "Class-wise singular values of the training points' hidden representations\n"
+        "(mean over seeds and classes, band = min–max over seeds; lower tail = flatter)",
         fontsize=11,
     )
     return fig
@@ -817,11 +854,8 @@ def write_report(sweep_dir: Path | str) -> Report:
     accuracy = ACCURACY_COLUMNS + (VAL_COLUMNS if has_val else [])
     columns = accuracy + CALIBRATION_COLUMNS + flatten
     groups = summarize(runs, columns)
-    steps, steps_differ = _steps_text(runs) if runs else ("no completed runs", False)
-
-    notes = []
-    if steps_differ:
-        notes.append(f"{steps[0].upper()}{steps[1:]}: compare rows with care.")
+    steps, steps_warning = _steps_text(runs)
+    notes = [steps_warning] if steps_warning else []
     fraction = _setting(jobs, "evaluation.flatten_fraction")
     n_bins = int(_setting(jobs, "evaluation.ece_bins") or 15)
     without_boundary = [run.name for run in runs if run.boundary is None]
@@ -857,6 +891,7 @@ def write_report(sweep_dir: Path | str) -> Report:
             hidden,
         ),
     ]
+    sections = [section for section in sections if section[2]]  # older runs: no flattening
     files = []
 
     def emit(name: str, write: Callable[[Path], None]) -> None:
@@ -875,10 +910,9 @@ def write_report(sweep_dir: Path | str) -> Report:
         emit("calibration.png", lambda p: _write_figure(p, calibration_figure(groups, n_bins)))
         emit("flattening.png", lambda p: _write_figure(p, flattening_figure(groups, fraction)))
 
-    terminal = [c for c in accuracy + CALIBRATION_COLUMNS + hidden]
-    summary = _terminal_summary(sweep_dir, groups, terminal, steps)
+    summary = _terminal_summary(sweep_dir, groups, sections, steps)
     if problems:
-        summary += f"\n{len(problems)} failed or unfinished runs: see report.md"
+        summary += f"\n\n{len(problems)} failed or unfinished runs: see report.md"
     return Report(sweep_dir, groups, problems, columns, notes, files, summary)
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
-import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -16,7 +17,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
-from spiralmix.config import validate
+from spiralmix.config import Config, ConfigError, validate
 from spiralmix.data import SpiralDataModule
 from spiralmix.module import MixupClassifier
 
@@ -27,13 +28,26 @@ for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 
+def _finite_or_none(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
 def write_json_atomic(path: Path, data: object) -> None:
-    """Write JSON via a temporary file and a rename: readers see the old or the new file."""
+    """Write JSON via a temporary file and a rename: readers see the old or the new file.
+
+    Non-finite numbers (a diverged run's metrics) are written as null."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
+        json.dump(_finite_or_none(data), f, indent=2, allow_nan=False)
         f.flush()
         os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -79,11 +93,16 @@ def build_datamodule(cfg: DictConfig, seeds: list[int]) -> SpiralDataModule:
     )
 
 
+def _nan_to(value: float, replacement: float) -> float:
+    return replacement if math.isnan(value) else value
+
+
 def summarize(history: list[dict], member: int) -> dict:
     """Final and best test metrics of one member from the evaluation history."""
     final = {k: v[member] for k, v in history[-1].items() if k != "step"}
-    accs = [h["test/acc"][member] for h in history]
-    losses = [h["test/loss"][member] for h in history]
+    # A diverged member's NaNs never count as its best.
+    accs = [_nan_to(h["test/acc"][member], -math.inf) for h in history]
+    losses = [_nan_to(h["test/loss"][member], math.inf) for h in history]
     best_acc = max(range(len(accs)), key=accs.__getitem__)
     best_loss = min(range(len(losses)), key=losses.__getitem__)
     return {
@@ -97,41 +116,62 @@ def summarize(history: list[dict], member: int) -> dict:
     }
 
 
+def resolve_resume(cfg: DictConfig) -> tuple[DictConfig, Path]:
+    """For ``resume=<run dir>``: that run's saved config and its last checkpoint."""
+    run_dir = Path(cfg.resume)
+    saved, checkpoint = run_dir / ".hydra" / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
+    if not saved.is_file():
+        raise ConfigError("resume", cfg.resume, "is not a run directory (no .hydra/config.yaml)")
+    if not checkpoint.is_file():
+        raise ConfigError("resume", cfg.resume, "has no checkpoint yet (checkpoints/last.ckpt)")
+    saved_cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(saved))
+    saved_cfg.resume = None
+    return saved_cfg, checkpoint
+
+
 def train(cfg: DictConfig, run_dir: Path | str) -> list[dict]:
     """Train the configured regularizer for each seed; return one metrics dict per seed.
 
     Writes into ``run_dir`` (one sub-folder per seed when ``cfg.seeds`` is set): TensorBoard
-    events, checkpoints and ``metrics.json``.
+    events, checkpoints, ``metrics.json`` and ``boundary.pt``. With ``cfg.resume`` set, the
+    run in that directory continues from its last checkpoint with its own saved config.
     """
+    checkpoint = None
+    if cfg.resume is not None:
+        run_dir = cfg.resume
+        cfg, checkpoint = resolve_resume(cfg)
     validate(cfg)
     run_dir = Path(run_dir)
     torch.set_num_threads(cfg.trainer.torch_threads)
     seeds = list(cfg.seeds) if cfg.seeds is not None else [cfg.seed]
     pl.seed_everything(seeds[0], verbose=False)  # nothing should use the global RNG; be safe
     dirs = member_dirs(cfg, run_dir)
+    # On resume, TensorBoard drops the events that the interrupted process wrote after the
+    # checkpoint (those of steps > the checkpoint's step), so each step is logged once.
+    purge_step = None
+    if checkpoint is not None:
+        purge_step = torch.load(checkpoint, weights_only=True)["global_step"] + 1
 
     datamodule = build_datamodule(cfg, seeds)
     module = build_module(cfg, seeds)
     loggers = [
         # A deep queue lets a chunk's per-step events go out without waiting on the writer thread.
         TensorBoardLogger(
-            save_dir=d, name="", version="", default_hp_metric=False, max_queue=10_000
-        )
+            save_dir=d,
+            name="",
+            version="",
+            default_hp_metric=False,
+            max_queue=10_000,
+            purge_step=purge_step,
+        )  # fmt: skip
         for d in dirs
     ]
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    for logger, seed in zip(loggers, seeds):
-        member_cfg = yaml_of({**resolved, "seed": seed, "seeds": None})
-        logger.experiment.add_text("config", f"```yaml\n{member_cfg}\n```", 0)
-    checkpoints = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="step={step}",
-        auto_insert_metric_name=False,
-        every_n_train_steps=cfg.trainer.checkpoint_every_n_steps,
-        save_top_k=-1,
-        save_last=True,
-    )
-    progress = cfg.trainer.progress_bar
+    member_configs = [{**resolved, "seed": seed, "seeds": None} for seed in seeds]
+    if checkpoint is None:
+        for logger, member_cfg in zip(loggers, member_configs):
+            text = f"```yaml\n{OmegaConf.to_yaml(OmegaConf.create(member_cfg))}\n```"
+            logger.experiment.add_text("config", text, 0)
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
@@ -140,11 +180,16 @@ def train(cfg: DictConfig, run_dir: Path | str) -> list[dict]:
         logger=loggers,
         callbacks=[
             BoundaryImages(cfg.regularizer_name, cfg.evaluation.diagnostic_figures),
-            HparamsWithResults(
-                [flatten_config({**resolved, "seed": seed, "seeds": None}) for seed in seeds]
+            HparamsWithResults([flatten_config(c) for c in member_configs]),
+            RunProgress(interactive=cfg.trainer.progress_bar),
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename="step={step}",
+                auto_insert_metric_name=False,
+                every_n_train_steps=cfg.trainer.checkpoint_every_n_steps,
+                save_top_k=-1,
+                save_last=True,
             ),
-            RunProgress(interactive=progress),
-            checkpoints,
         ],
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -153,45 +198,65 @@ def train(cfg: DictConfig, run_dir: Path | str) -> list[dict]:
         log_every_n_steps=cfg.trainer.steps_per_call,
         default_root_dir=run_dir,
     )
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
-    wall = time.perf_counter() - start
+    with warnings.catch_warnings():
+        # The checkpoint after a chunk holds the state after its last step, as intended.
+        warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+    wall = module.elapsed_s
+    return [
+        finish_member(cfg, module, datamodule, e, seed, d, wall)
+        for e, (seed, d) in enumerate(zip(seeds, dirs))
+    ]
 
-    results = []
-    for e, (seed, d, logger) in enumerate(zip(seeds, dirs, loggers)):
-        summary = summarize(module.history, e)
-        result = {
-            "status": "completed",
-            "regularizer": cfg.regularizer_name,
-            "seed": seed,
-            "steps": trainer.global_step,
-            "wall_time_s": wall,
-            "steps_per_s": trainer.global_step / wall,
-            "members_in_process": len(seeds),
-            **summary,
-            "history": [
-                {"step": h["step"], **{k: v[e] for k, v in h.items() if k != "step"}}
-                for h in module.history
-            ],
-        }
-        hparams = flatten_config({**resolved, "seed": seed, "seeds": None})
-        logger.log_hyperparams(
-            hparams,
-            {f"hparams/{k}": v for k, v in summary["final"].items() if k.startswith("test/")},
+
+def finish_member(
+    cfg: DictConfig,
+    module: MixupClassifier,
+    datamodule: SpiralDataModule,
+    e: int,
+    seed: int,
+    member_dir: Path,
+    wall: float,
+) -> dict:
+    """Write member e's metrics.json and boundary.pt, print its summary line, return metrics."""
+    steps = module.global_step
+    result = {
+        "status": "completed",
+        "regularizer": cfg.regularizer_name,
+        "seed": seed,
+        "steps": steps,
+        "max_steps": cfg.trainer.max_steps,
+        "wall_time_s": wall,
+        "steps_per_s": steps / wall,
+        "members_in_process": module.n_members,
+        **summarize(module.history, e),
+        "history": [
+            {"step": h["step"], **{k: v[e] for k, v in h.items() if k != "step"}}
+            for h in module.history
+        ],
+    }
+    if e in module.failures:
+        step = module.failures[e]
+        result.update(
+            status="failed",
+            failed_step=step,
+            error=f"training loss became non-finite at step {step}",
         )
-        logger.finalize("success")
-        save_boundary(d / "boundary.pt", module.last_eval, datamodule, e)
-        write_json_atomic(d / "metrics.json", result)
-        results.append(result)
-        final = summary["final"]
-        rate = trainer.global_step / wall
-        print(
-            f"{cfg.regularizer_name} seed {seed}: test acc {final['test/acc']:.3f}  "
-            f"test loss {final['test/loss']:.3f}  ECE {final['test/ece']:.3f}  "
-            f"{trainer.global_step:,} steps in {wall:.0f} s ({rate:,.0f} steps/s)  → {d}",
-            flush=True,
-        )
-    return results
+    save_boundary(member_dir / "boundary.pt", module.last_eval, datamodule, e)
+    write_json_atomic(member_dir / "metrics.json", result)
+    final = result["final"]
+    outcome = (
+        f"FAILED: {result['error']}"
+        if e in module.failures
+        else f"test acc {final['test/acc']:.3f}  test loss {final['test/loss']:.3f}  "
+        f"ECE {final['test/ece']:.3f}"
+    )
+    print(
+        f"{cfg.regularizer_name} seed {seed}: {outcome}  {steps:,} steps in {wall:.0f} s "
+        f"({steps / wall:,.0f} steps/s)  → {member_dir}",
+        flush=True,
+    )
+    return result
 
 
 def save_boundary(path: Path, last_eval: dict, datamodule: SpiralDataModule, e: int) -> None:
@@ -211,10 +276,6 @@ def save_boundary(path: Path, last_eval: dict, datamodule: SpiralDataModule, e: 
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(data, tmp)
     os.replace(tmp, path)
-
-
-def yaml_of(container: dict) -> str:
-    return OmegaConf.to_yaml(OmegaConf.create(container))
 
 
 def flatten_config(container: dict, prefix: str = "") -> dict:
