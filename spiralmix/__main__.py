@@ -3,33 +3,38 @@
 python -m spiralmix                                   # no regularization, seed 123
 python -m spiralmix regularizer=mixup trainer.max_steps=20000
 python -m spiralmix -m regularizer=none,mixup seed=123,124
+python -m spiralmix resume=outputs/2026-01-01/12-00-00_mixup_seed123
 tensorboard --logdir outputs
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from spiralmix.config import ConfigError, register
+from spiralmix.config import ConfigError, register, resolve_resume, validate
 
 register()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from spiralmix.train import train  # heavy imports after Hydra has parsed the command line
-
     hydra_cfg = HydraConfig.get()
-    try:
-        results = train(cfg, hydra_cfg.runtime.output_dir)
+    try:  # check the config before the slow imports, and before anything is written
+        validate(resolve_resume(cfg)[0] if cfg.resume is not None else cfg)
     except ConfigError as err:
         print(f"spiralmix: error: {err}", file=sys.stderr)
         sys.exit(2)
+
+    from spiralmix.train import train
+
+    results = train(cfg, hydra_cfg.runtime.output_dir)
     failed = [r for r in results if r["status"] != "completed"]
     if failed and hydra_cfg.mode == RunMode.RUN:  # in a sweep the other jobs go on
         for r in failed:
@@ -39,5 +44,30 @@ def main(cfg: DictConfig) -> float | None:
     return sum(r["final"].get("val/loss", r["final"]["test/loss"]) for r in results) / len(results)
 
 
+def check_overrides(argv: list[str]) -> None:
+    """Compose a single run's config up front, so that a misspelt key, a wrong type or an
+    unknown preset ends with one line naming it instead of Hydra's multi-line report.
+    Sweeps (-m) and other flags are left to Hydra."""
+    if any(arg.startswith("-") for arg in argv) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    conf_dir = str(Path(__file__).resolve().parents[1] / "conf")
+    try:
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            compose("config", overrides=argv)
+    except (HydraException, OmegaConfBaseException) as err:
+        # Hydra's first line names the override, its cause's first line says what is wrong.
+        lines = [str(e).strip().splitlines()[0] for e in (err, err.__cause__) if e is not None]
+        if "Available options" in str(err):
+            options = str(err).split("Available options in")[1].split("Config search path")[0]
+            lines.append("available" + " ".join(options.split()).split(":", 1)[1])
+        print(f"spiralmix: error: {': '.join(lines)}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
+    check_overrides(sys.argv[1:])
     main()

@@ -8,6 +8,7 @@ is trained or written. Default values live in the YAML files under ``conf/`` onl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -101,6 +102,16 @@ def _require(ok: bool, key: str, value: object, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
+def _check_known_keys(cfg: DictConfig, schema: DictConfig, prefix: str = "") -> None:
+    """Reject keys the schema does not know (``+key=value`` gets past Hydra's own check)."""
+    for key in cfg:
+        if key == "hydra":
+            continue
+        _require(key in schema, f"{prefix}{key}", cfg[key], "is not a spiralmix setting")
+        if OmegaConf.is_dict(schema[key]):
+            _check_known_keys(cfg[key], schema[key], f"{prefix}{key}.")
+
+
 def split_sizes(cfg: DictConfig) -> dict[str, int]:
     """Points per split (train, val, test) as the stratified split will make them."""
     per_class = cfg.data.n_samples // 2
@@ -111,6 +122,7 @@ def split_sizes(cfg: DictConfig) -> dict[str, int]:
 
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value that cannot work."""
+    _check_known_keys(cfg, OmegaConf.structured(Config))
     d, m, mx, t, ev = cfg.data, cfg.model, cfg.mixup, cfg.trainer, cfg.evaluation
     _require(
         d.n_samples > 0 and d.n_samples % 2 == 0,
@@ -209,3 +221,16 @@ def validate(cfg: DictConfig) -> None:
             seeds,
             "must be null or a non-empty list of distinct integers",
         )
+
+
+def resolve_resume(cfg: DictConfig) -> tuple[DictConfig, Path]:
+    """For ``resume=<run dir>``: that run's saved config and its last checkpoint."""
+    run_dir = Path(cfg.resume)
+    saved, checkpoint = run_dir / ".hydra" / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
+    if not saved.is_file():
+        raise ConfigError("resume", cfg.resume, "is not a run directory (no .hydra/config.yaml)")
+    if not checkpoint.is_file():
+        raise ConfigError("resume", cfg.resume, "has no checkpoint yet (checkpoints/last.ckpt)")
+    saved_cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(saved))
+    saved_cfg.resume = None
+    return saved_cfg, checkpoint

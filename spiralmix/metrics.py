@@ -95,7 +95,9 @@ def class_singular_values(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         else:
             hc = h[:, mask]
         hc = hc - hc.mean(1, keepdim=True)
-        out.append(torch.linalg.svdvals(hc.double()).float())
+        finite = torch.isfinite(hc).flatten(1).all(1)  # a diverged member has no spectrum
+        sv = torch.linalg.svdvals(torch.where(finite.view(-1, 1, 1), hc, 0.0).double()).float()
+        out.append(torch.where(finite.view(-1, 1), sv, torch.nan))
     return torch.stack(out, 1)
 
 

@@ -105,7 +105,7 @@ class MixupClassifier(pl.LightningModule):
         bad = ~torch.isfinite(losses)  # (n_steps, E)
         for e in bad.any(0).nonzero().flatten().tolist():
             if e not in self.failures:
-                self.failures[e] = first_step + int(bad[:, e].nonzero()[0])
+                self.failures[e] = first_step + int(bad[:, e].nonzero()[0]) + 1
         if len(self.failures) == self.n_members:
             self.trainer.should_stop = True
 

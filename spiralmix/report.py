@@ -18,6 +18,7 @@ by name, never dropped silently.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -156,7 +157,7 @@ def _varying_keys(
 
 
 def _group_name(regularizer: str, job: Job | None, varying: Sequence[str]) -> str:
-    """ "mixup", or "mixup (mixup.alpha=1)" when a sweep also varies other settings."""
+    """The row name: the regularizer, with any other swept setting (mixup (mixup.alpha=1))."""
     if job is None:
         return regularizer
     extra = [f"{k}={job.overrides[k]}" for k in varying if k in job.overrides]
@@ -273,7 +274,7 @@ def collect(sweep_dir: Path) -> tuple[list[Run], list[Problem], list[Job]]:
         swept = _varying_keys(planned)
         for overrides in planned:
             if overrides not in started:
-                name = ",".join(f"{k}={overrides[k]}" for k in swept)
+                name = ",".join(f"{k}={overrides[k]}" for k in swept or overrides)
                 seed = overrides.get("seeds", overrides.get("seed", MISSING))
                 regularizer = overrides.get("regularizer", MISSING)
                 problems.append(Problem(name, "never started", regularizer, seed, "never started"))
@@ -403,12 +404,12 @@ def _fmt(value: float | None, digits: int) -> str:
     return MISSING if value is None else f"{value:.{digits}f}"
 
 
-def _cell(stat: Stat | None, col: Column, best: bool, bold: Callable[[str], str]) -> str:
-    """ "0.829 ± 0.025 (0.802–0.852)"; the mean ± std part in bold when best."""
+def _cell(stat: Stat | None, col: Column, best: bool) -> str:
+    """Markdown "0.829 ± 0.025 (0.802–0.852)", the mean ± std part in bold when best."""
     if stat is None:
         return MISSING
     text = f"{_fmt(stat.mean, col.digits)} ± {_fmt(stat.std, col.digits)}"
-    text = bold(text) if best else text
+    text = f"**{text}**" if best else text
     if stat.n > 1:
         text += f" ({_fmt(stat.min, col.digits)}–{_fmt(stat.max, col.digits)})"
     return text
@@ -469,12 +470,14 @@ def _markdown(
     notes: Sequence[str],
     steps: str,
 ) -> str:
+    out = [f"# Sweep report: `{sweep_dir}`", ""]
+    if not groups:
+        out += ["No completed run yet.", "", "## Failed or unfinished runs", ""]
+        return "\n".join(out) + "\n" + _problems_markdown(problems)
     runs = [run for g in groups for run in g.runs]
-    n_seeds = sorted({len(g.runs) for g in groups}) or [0]
+    n_seeds = sorted({len(g.runs) for g in groups})
     seeds_text = "–".join(map(str, sorted({n_seeds[0], n_seeds[-1]})))  # "3" or "2–3"
-    out = [
-        f"# Sweep report: `{sweep_dir}`",
-        "",
+    out += [
         f"Final test metrics {steps}, over seeds: **mean ± sample std** (min–max). "
         "The best mean of each comparative column is **bold** (accuracy: highest; loss, ECE, "
         f"Brier: lowest). {len(groups)} regularizers, "
@@ -482,13 +485,13 @@ def _markdown(
         f"{len(problems)} failed or unfinished (listed at the end).",
         "",
     ]
-    out += [f"> **Note:** {note}" for note in notes]
+    out += [f"- **Note:** {note}" for note in notes]
     if notes:
         out.append("")
     for title, explanation, columns in sections:
         rows = [
             [g.name, str(len(g.runs))]
-            + [_cell(g.stats[c.name], c, c.name in g.best, lambda s: f"**{s}**") for c in columns]
+            + [_cell(g.stats[c.name], c, c.name in g.best) for c in columns]
             for g in groups
         ]
         out += [f"## {title}", "", explanation, ""]
@@ -499,16 +502,20 @@ def _markdown(
     for g in groups:
         for run in g.runs:
             values = [_fmt(run.value(c.section, c.key), c.digits) for c in per_seed]
-            rows.append([g.name, str(run.seed), f"{run.metrics.get('steps', MISSING):,}", *values])
+            steps = run.metrics.get("steps")
+            steps = f"{steps:,}" if isinstance(steps, int) else MISSING
+            rows.append([g.name, str(run.seed), steps, *values])
     out += ["## Per seed", ""]
     out += [_markdown_table(["regularizer", "seed", "steps", *[c.label for c in per_seed]], rows)]
     out += ["", "## Failed or unfinished runs", ""]
-    if problems:
-        rows = [[f"`{p.name}`", p.regularizer, p.seed, _one_line(p.reason)] for p in problems]
-        out.append(_markdown_table(["run", "regularizer", "seed", "reason"], rows))
-    else:
-        out.append("None: every job finished with status completed.")
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n" + _problems_markdown(problems)
+
+
+def _problems_markdown(problems: Sequence[Problem]) -> str:
+    if not problems:
+        return "None: every job finished with status completed.\n"
+    rows = [[f"`{p.name}`", p.regularizer, p.seed, _one_line(p.reason)] for p in problems]
+    return _markdown_table(["run", "regularizer", "seed", "reason"], rows) + "\n"
 
 
 def _summary_csv(groups: Sequence[Group], columns: Sequence[Column]) -> str:
@@ -565,6 +572,8 @@ def _terminal_summary(
     steps: str,
 ) -> str:
     """One aligned plain-text table per section (narrow enough for a terminal)."""
+    if not groups:
+        return f"{sweep_dir}: no completed run yet"
     out = [f"{sweep_dir}: final test metrics {steps}, mean ± sample std; * = best mean"]
     for title, _, columns in sections:
         header = ["regularizer", "n", *[c.label for c in columns]]
@@ -573,8 +582,9 @@ def _terminal_summary(
             row = [g.name, str(len(g.runs))]
             for c in columns:
                 stat = g.stats[c.name]
-                text = MISSING if stat is None else f"{_fmt(stat.mean, c.digits)} ± "
-                text += "" if stat is None else _fmt(stat.std, c.digits)
+                text = MISSING
+                if stat is not None:
+                    text = f"{_fmt(stat.mean, c.digits)} ± {_fmt(stat.std, c.digits)}"
                 row.append(text + (" *" if c.name in g.best else ""))
             rows.append(row)
         out += ["", f"{title}:", _plain_table(header, rows)]
@@ -653,7 +663,7 @@ def _history_array(runs: Sequence[Run], key: str) -> tuple[np.ndarray, np.ndarra
 
 def curves_figure(groups: Sequence[Group]) -> Figure:
     """Test loss (log scale) and accuracy against step: mean over seeds, min–max band."""
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
     colors = _colors(groups)
     for group in groups:
@@ -683,7 +693,8 @@ def curves_figure(groups: Sequence[Group]) -> Figure:
         ax.set_xlabel("training step")
         ax.grid(True, which="major", alpha=0.3)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
-    ax_acc.legend(fontsize=9, loc="lower right")
+    # Outside the axes: with six regularizers any inside corner hides some lines.
+    fig.legend(*ax_acc.get_legend_handles_labels(), loc="outside right center", fontsize=9)
     fig.suptitle("Test metrics during training: mean over seeds, band = min–max", fontsize=12)
     return fig
 
@@ -892,23 +903,25 @@ def write_report(sweep_dir: Path | str) -> Report:
         ),
     ]
     sections = [section for section in sections if section[2]]  # older runs: no flattening
-    files = []
-
-    def emit(name: str, write: Callable[[Path], None]) -> None:
-        files.append(sweep_dir / name)
-        write(files[-1])
-
-    emit(
-        "report.md",
-        lambda p: _write_text(p, _markdown(sweep_dir, groups, problems, sections, notes, steps)),
-    )
-    emit("report.csv", lambda p: _write_text(p, _summary_csv(groups, columns)))
-    emit("report_runs.csv", lambda p: _write_text(p, _runs_csv(groups, problems, columns)))
-    if groups:
-        emit("boundaries.png", lambda p: _write_figure(p, boundaries_figure(groups, problems)))
-        emit("curves.png", lambda p: _write_figure(p, curves_figure(groups)))
-        emit("calibration.png", lambda p: _write_figure(p, calibration_figure(groups, n_bins)))
-        emit("flattening.png", lambda p: _write_figure(p, flattening_figure(groups, fraction)))
+    texts = {
+        "report.md": _markdown(sweep_dir, groups, problems, sections, notes, steps),
+        "report.csv": _summary_csv(groups, columns),
+        "report_runs.csv": _runs_csv(groups, problems, columns),
+    }
+    for name, text in texts.items():
+        _write_text(sweep_dir / name, text)
+    # Built one at a time, so that only one figure is in memory.
+    figures: dict[str, Callable[[], Figure]] = {
+        "boundaries.png": lambda: boundaries_figure(groups, problems),
+        "curves.png": lambda: curves_figure(groups),
+        "calibration.png": lambda: calibration_figure(groups, n_bins),
+        "flattening.png": lambda: flattening_figure(groups, fraction),
+    }
+    if not groups:  # nothing completed yet: tables only
+        figures = {}
+    for name, build in figures.items():
+        _write_figure(sweep_dir / name, build())
+    files = [sweep_dir / name for name in [*texts, *figures]]
 
     summary = _terminal_summary(sweep_dir, groups, sections, steps)
     if problems:
@@ -938,8 +951,6 @@ class ReportOnMultirunEnd(Callback):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m spiralmix.report <sweep dir>``; returns the exit status."""
-    import argparse
-
     parser = argparse.ArgumentParser(
         prog="spiralmix.report",
         description="Write the multi-seed comparison report of a spiralmix sweep directory.",
@@ -951,6 +962,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReportError as err:
         print(f"spiralmix.report: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. a read-only sweep directory
+        print(f"spiralmix.report: error: cannot write the report: {err}", file=sys.stderr)
+        return 1
     print(report.summary)
     print("wrote " + ", ".join(p.name for p in report.files) + f" in {report.sweep_dir}")
     return 0

@@ -17,7 +17,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
-from spiralmix.config import Config, ConfigError, validate
+from spiralmix.config import resolve_resume, validate
 from spiralmix.data import SpiralDataModule
 from spiralmix.module import MixupClassifier
 
@@ -114,19 +114,6 @@ def summarize(history: list[dict], member: int) -> dict:
             "test/loss_step": history[best_loss]["step"],
         },
     }
-
-
-def resolve_resume(cfg: DictConfig) -> tuple[DictConfig, Path]:
-    """For ``resume=<run dir>``: that run's saved config and its last checkpoint."""
-    run_dir = Path(cfg.resume)
-    saved, checkpoint = run_dir / ".hydra" / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
-    if not saved.is_file():
-        raise ConfigError("resume", cfg.resume, "is not a run directory (no .hydra/config.yaml)")
-    if not checkpoint.is_file():
-        raise ConfigError("resume", cfg.resume, "has no checkpoint yet (checkpoints/last.ckpt)")
-    saved_cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(saved))
-    saved_cfg.resume = None
-    return saved_cfg, checkpoint
 
 
 def train(cfg: DictConfig, run_dir: Path | str) -> list[dict]:
