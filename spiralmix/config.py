@@ -7,7 +7,7 @@ is trained or written. Default values live in the YAML files under ``conf/`` onl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -102,14 +102,13 @@ def _require(ok: bool, key: str, value: object, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
-def _check_known_keys(cfg: DictConfig, schema: DictConfig, prefix: str = "") -> None:
+def _check_known_keys(cfg: DictConfig, schema: type = None, prefix: str = "") -> None:
     """Reject keys the schema does not know (``+key=value`` gets past Hydra's own check)."""
+    known = {f.name: f for f in fields(schema or Config)}
     for key in cfg:
-        if key == "hydra":
-            continue
-        _require(key in schema, f"{prefix}{key}", cfg[key], "is not a spiralmix setting")
-        if OmegaConf.is_dict(schema[key]):
-            _check_known_keys(cfg[key], schema[key], f"{prefix}{key}.")
+        _require(key in known, f"{prefix}{key}", cfg[key], "is not a spiralmix setting")
+        if is_dataclass(known[key].default_factory):
+            _check_known_keys(cfg[key], known[key].default_factory, f"{prefix}{key}.")
 
 
 def split_sizes(cfg: DictConfig) -> dict[str, int]:
@@ -122,7 +121,7 @@ def split_sizes(cfg: DictConfig) -> dict[str, int]:
 
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value that cannot work."""
-    _check_known_keys(cfg, OmegaConf.structured(Config))
+    _check_known_keys(cfg)
     d, m, mx, t, ev = cfg.data, cfg.model, cfg.mixup, cfg.trainer, cfg.evaluation
     _require(
         d.n_samples > 0 and d.n_samples % 2 == 0,

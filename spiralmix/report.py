@@ -221,8 +221,9 @@ def _failure_reason(metrics: dict[str, Any]) -> str:
     reason = f"status {metrics.get('status', 'missing')!r}"
     if metrics.get("error"):
         reason += f": {metrics['error']}"
-    if metrics.get("failed_step") is not None:
-        reason += f" (at step {metrics['failed_step']})"
+    step = metrics.get("failed_step")
+    if step is not None and f"step {step}" not in reason:
+        reason += f" (at step {step})"
     return reason
 
 
@@ -867,6 +868,13 @@ def write_report(sweep_dir: Path | str) -> Report:
     groups = summarize(runs, columns)
     steps, steps_warning = _steps_text(runs)
     notes = [steps_warning] if steps_warning else []
+    short = [
+        f"{run.name} ({run.metrics['steps']:,} of {run.metrics['max_steps']:,})"
+        for run in runs
+        if run.metrics.get("max_steps") not in (None, run.metrics.get("steps"))
+    ]
+    if short:
+        notes.append(f"Completed before max_steps: {', '.join(short)}.")
     fraction = _setting(jobs, "evaluation.flatten_fraction")
     n_bins = int(_setting(jobs, "evaluation.ece_bins") or 15)
     without_boundary = [run.name for run in runs if run.boundary is None]

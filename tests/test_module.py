@@ -1,0 +1,102 @@
+"""The LightningModule's training step: mixing layers, pairings, ensemble members."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spiralmix import metrics
+from spiralmix.train import build_module
+from tests.conftest import REGULARIZERS, compose_config
+
+LAYER_RANGES = {"mixup": (0, 3), "input_mixup": (0, 0), "hidden_mixup": (1, 3)}
+
+
+@pytest.mark.parametrize("regularizer", REGULARIZERS)
+def test_mixing_layer_stays_in_configured_range(regularizer):
+    cfg = compose_config([f"regularizer={regularizer}"])
+    module = build_module(cfg, seeds=[1, 2, 3])
+    draws = module._draw(chunk=0, n_steps=cfg.trainer.steps_per_call)
+    if regularizer not in LAYER_RANGES:
+        assert "k" not in draws and "lam" not in draws
+        return
+    k_min, k_max = LAYER_RANGES[regularizer]
+    k = draws["k"]
+    assert k.shape == (cfg.trainer.steps_per_call, 3)
+    assert set(k.unique().tolist()) == set(range(k_min, k_max + 1))
+    assert ((draws["lam"] > 0) & (draws["lam"] < 1)).all()
+
+
+def test_hidden_mixup_range_follows_the_number_of_hidden_layers():
+    cfg = compose_config(["regularizer=hidden_mixup", "model.hidden_dims=[8,8,8,8,8]"])
+    module = build_module(cfg, seeds=[1])
+    assert set(module._draw(0, 250)["k"].unique().tolist()) == {1, 2, 3, 4, 5}
+
+
+def _batch(module, n_rows: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(module.n_members, n_rows, 2, generator=gen)
+    y = (torch.rand(module.n_members, n_rows, generator=gen) > 0.5).float()
+    return x, y
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["regularizer=mixup"],
+        ["regularizer=mixup", "mixup.pairing=permute"],
+        ["regularizer=mixup", "model.p=0.3"],
+        ["regularizer=hidden_mixup", "model.p=0.3", "mixup.pairing=permute"],
+        ["regularizer=dropout"],
+    ],
+)
+def test_ensemble_member_loss_equals_single_run_loss(overrides):
+    """Members mixing at different layers in one step get exactly their own loss."""
+    cfg = compose_config(overrides)
+    seeds = [11, 12, 13, 14, 15, 16]
+    ensemble = build_module(cfg, seeds)
+    draws = ensemble._draw(chunk=3, n_steps=20)
+    n_rows = 64 if cfg.mixup.pairing == "halves" else 32
+    singles = [build_module(cfg, [seed]) for seed in seeds]
+    for step in range(20):
+        draw = {k: v[step] for k, v in draws.items()}
+        x, y = _batch(ensemble, n_rows, seed=step)
+        loss = ensemble._loss(x, y, draw)
+        for e, single in enumerate(singles):
+            own = {k: v[step, e : e + 1] for k, v in draws.items()}
+            expected = single._loss(x[e : e + 1], y[e : e + 1], own)
+            torch.testing.assert_close(loss[e : e + 1], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_input_mixup_with_lambda_one_trains_on_the_first_half():
+    cfg = compose_config(["regularizer=input_mixup"])
+    module = build_module(cfg, [1])
+    x, y = _batch(module, 64)
+    draw = {"k": torch.tensor([0]), "lam": torch.tensor([1.0])}
+    expected = metrics.binary_nll(module.net(x[:, :32]), y[:, :32])
+    torch.testing.assert_close(module._loss(x, y, draw), expected)
+
+
+def test_mixed_targets_are_soft_labels_between_the_pair():
+    cfg = compose_config(["regularizer=mixup"])
+    module = build_module(cfg, [1])
+    x, y = _batch(module, 64)
+    y = torch.cat([torch.zeros(1, 32), torch.ones(1, 32)], 1)  # pairs are always (0, 1)
+    lam = torch.tensor([0.3])
+    # BCE against the soft target 0.7 (= 0.3·0 + 0.7·1) is minimal where p = 0.7.
+    loss = module._loss(x, y, {"k": torch.tensor([3]), "lam": lam})
+    mixed_h = 0.3 * module.net(x[:, :32], 0, 3) + 0.7 * module.net(x[:, 32:], 0, 3)
+    expected = metrics.binary_nll(module.net(mixed_h, 3), torch.full((1, 32), 0.7))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_without_mixup_every_sample_of_the_batch_is_used():
+    cfg = compose_config(["regularizer=none"])
+    module = build_module(cfg, [1])
+    x, y = _batch(module, 64)
+    expected = metrics.binary_nll(module.net(x), y)
+    torch.testing.assert_close(module._loss(x, y, {}), expected)
+    # Changing only the second half changes the loss: it is not thrown away.
+    y2 = y.clone()
+    y2[:, 32:] = 1 - y2[:, 32:]
+    assert not torch.allclose(module._loss(x, y2, {}), expected)
