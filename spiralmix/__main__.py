@@ -18,7 +18,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from spiralmix.config import ConfigError, register, resolve_resume, validate
+from spiralmix.config import ConfigError, register
+from spiralmix.plan import plan_run
 
 register()
 
@@ -26,17 +27,20 @@ register()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:  # check the config before the slow imports, and before anything is written
-        validate(resolve_resume(cfg)[0] if cfg.resume is not None else cfg)
+        plan = plan_run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
     except ConfigError as err:
         print(f"spiralmix: error: {err}", file=sys.stderr)
+        if sweeping:  # the other jobs go on; the report lists this one as not finished
+            return None
         sys.exit(2)
 
-    from spiralmix.train import train
+    from spiralmix.train import fit
 
-    results = train(cfg, hydra_cfg.runtime.output_dir)
+    results = fit(plan)
     failed = [r for r in results if r["status"] != "completed"]
-    if failed and hydra_cfg.mode == RunMode.RUN:  # in a sweep the other jobs go on
+    if failed and not sweeping:  # in a sweep the other jobs go on
         for r in failed:
             print(f"spiralmix: error: seed {r['seed']}: {r['error']}", file=sys.stderr)
         sys.exit(1)

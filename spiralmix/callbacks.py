@@ -21,10 +21,10 @@ class BoundaryImages(pl.Callback):
     decides when; figures are drawn from the tensors it kept, so nothing is evaluated twice.
     """
 
-    def __init__(self, label: str, diagnostics: bool = True) -> None:
-        if not label:
-            raise ValueError("label must be a non-empty string (it titles the figures)")
-        self.label = label
+    def __init__(self, labels: list[str], diagnostics: bool = True) -> None:
+        if not labels or not all(labels):
+            raise ValueError("labels must be non-empty strings, one per member (figure titles)")
+        self.labels = labels
         self.diagnostics = diagnostics
         self._rendered_step: int | None = None
         self._panels: list[dict] = []  # per member, built at the first evaluation
@@ -55,7 +55,7 @@ class BoundaryImages(pl.Callback):
             self._panels = [self._make_panels(pl_module, dm, e) for e in range(pl_module.n_members)]
         for e, (logger, seed) in enumerate(zip(trainer.loggers, pl_module.seeds)):
             writer, panels = logger.experiment, self._panels[e]
-            title = f"{self.label} · seed {seed} · step {step:,}"
+            title = f"{self.labels[e]} · seed {seed} · step {step:,}"
             images = {
                 "boundary/probability": panels["probability"].render(latest["grid_p"][e], title),
                 "boundary/probability_train": panels["train"].render(latest["grid_p"][e], title),

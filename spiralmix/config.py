@@ -8,7 +8,6 @@ is trained or written. Default values live in the YAML files under ``conf/`` onl
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
-from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -65,6 +64,7 @@ class EvaluationConfig:
 class Config:
     seed: int = MISSING
     seeds: list[int] | None = MISSING  # several seeds trained side by side in one process
+    regularizers: list[str] | None = MISSING  # several regularizer presets side by side
     regularizer_name: str = MISSING  # set by the regularizer preset; titles and reports
     resume: str | None = MISSING  # a run directory to continue
     data: DataConfig = field(default_factory=DataConfig)
@@ -79,6 +79,7 @@ def register() -> None:
     ConfigStore.instance().store(name="config_schema", node=Config)
     resolvers = {
         "n_hidden": lambda dims: len(dims),
+        "joined": lambda names: "+".join(names),  # a sweep job's folder, e.g. none+mixup
         # hydra.run.dir and hydra.output_subdir: a resumed run continues in its own directory
         # and keeps the config it was started with.
         "resume_or": lambda resume, default: default if resume is None else resume,
@@ -212,6 +213,10 @@ def validate(cfg: DictConfig) -> None:
         ev.flatten_fraction,
         "must be in (0, 1)",
     )
+    if cfg.regularizers is not None:
+        names = list(cfg.regularizers)
+        _require(len(names) > 0 and len(set(names)) == len(names), "regularizers", names,
+                 "must be null or a non-empty list of distinct regularizer presets")  # fmt: skip
     if cfg.seeds is not None:
         seeds = list(cfg.seeds)
         _require(
@@ -220,16 +225,3 @@ def validate(cfg: DictConfig) -> None:
             seeds,
             "must be null or a non-empty list of distinct integers",
         )
-
-
-def resolve_resume(cfg: DictConfig) -> tuple[DictConfig, Path]:
-    """For ``resume=<run dir>``: that run's saved config and its last checkpoint."""
-    run_dir = Path(cfg.resume)
-    saved, checkpoint = run_dir / ".hydra" / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
-    if not saved.is_file():
-        raise ConfigError("resume", cfg.resume, "is not a run directory (no .hydra/config.yaml)")
-    if not checkpoint.is_file():
-        raise ConfigError("resume", cfg.resume, "has no checkpoint yet (checkpoints/last.ckpt)")
-    saved_cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(saved))
-    saved_cfg.resume = None
-    return saved_cfg, checkpoint

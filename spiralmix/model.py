@@ -55,10 +55,11 @@ class MLPEnsemble(nn.Module):
         generators: Sequence[torch.Generator],
         n_features: int = 2,
         hidden_dims: Sequence[int] = (32, 32, 32),
-        p: float = 0.0,
+        p: float | Sequence[float] = 0.0,
     ) -> None:
         super().__init__()
-        self.n_members, self.p = len(generators), p
+        self.n_members = len(generators)
+        self.p = list(p) if isinstance(p, Sequence) else [p] * self.n_members
         self.dims = [n_features, *hidden_dims, 1]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -85,7 +86,8 @@ class MLPEnsemble(nn.Module):
         """x: (E, N, width) → hidden state (E, N, width of ``end``) or logits (E, N).
 
         ``dropout_masks[j]`` (E, N, width of layer j, already scaled by 1/(1-p)) replaces
-        random dropout after hidden layer j; without masks, dropout uses torch's global RNG.
+        random dropout after hidden layer j; without masks, dropout (member e with
+        probability ``p[e]``) uses torch's global RNG.
         """
         stop = self.n_hidden if end is None else end
         layers = self._layers
@@ -94,8 +96,9 @@ class MLPEnsemble(nn.Module):
             x = F.leaky_relu(torch.baddbmm(b, x, w), NEGATIVE_SLOPE)
             if dropout_masks is not None:
                 x = x * dropout_masks[j]
-            elif self.training and self.p > 0:
-                x = F.dropout(x, self.p)
+            elif self.training and any(self.p):
+                keep = 1 - torch.tensor(self.p).view(-1, 1, 1)
+                x = x * torch.bernoulli(keep.expand_as(x)) / keep
         if end is not None:
             return x
         w, b = layers[-1]
@@ -103,7 +106,7 @@ class MLPEnsemble(nn.Module):
 
     def member(self, e: int) -> MLP:
         """Member e as a standalone :class:`MLP` (a copy)."""
-        mlp = MLP(self.dims[0], self.dims[1:-1], self.p)
+        mlp = MLP(self.dims[0], self.dims[1:-1], self.p[e])
         linears = [layer[0] for layer in mlp.hidden] + [mlp.classifier]
         with torch.no_grad():
             for linear, w, b in zip(linears, self.weights, self.biases):

@@ -15,18 +15,29 @@ from spiralmix.model import MLPEnsemble
 from spiralmix.streams import stream
 
 
-class MixupClassifier(pl.LightningModule):
-    """Manifold mixup on the two spirals, for one seed or several trained side by side.
+def per_member(value: object, n: int) -> list:
+    """A per-member setting as a list of n values (a single value is shared by all)."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != n:
+            raise ValueError(f"expected {n} per-member values, got {len(value)}")
+        return list(value)
+    return [value] * n
 
-    Each seed is an independent member of an :class:`MLPEnsemble` with its own data split
-    (from the datamodule), initial weights, batches, λ, k and dropout masks, all drawn from
-    that seed's streams: member e trains exactly like a one-seed run of ``seeds[e]``.
+
+class MixupClassifier(pl.LightningModule):
+    """Manifold mixup on the two spirals, for one run or several trained side by side.
+
+    Each member of the :class:`MLPEnsemble` is one run: a seed with its own data split (from
+    the datamodule), initial weights, batches, λ, k and dropout masks, all drawn from that
+    seed's streams, and its own regularizer settings (``p``, ``weight_decay`` and the
+    ``mixup_*`` arguments take one value for all members or a list with one per member).
+    Member e trains like a separate one-member run of the same seed and settings.
 
     A ``training_step`` call runs ``steps_per_call`` optimizer steps on a chunk of batches
     (Lightning's per-call overhead would otherwise dominate a model this small). Each step
-    draws k ∈ [k_min, k_max] and λ ~ Beta(α, α) per member, runs both halves of the batch up
-    to layer k, mixes hidden states and targets with λ, runs the rest, and minimises binary
-    cross-entropy on the soft targets. Without mixup every sample of the batch is used.
+    draws k ∈ [k_min, k_max] and λ ~ Beta(α, α) per mixup member, runs both halves of the
+    batch up to layer k, mixes hidden states and targets with λ, runs the rest, and minimises
+    binary cross-entropy on the soft targets. Without mixup every sample of the batch is used.
     """
 
     def __init__(
@@ -34,12 +45,12 @@ class MixupClassifier(pl.LightningModule):
         seeds: Sequence[int] = (123,),
         n_features: int = 2,
         hidden_dims: Sequence[int] = (32, 32, 32),
-        p: float = 0.0,
+        p: float | Sequence[float] = 0.0,
         lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        mixup_enabled: bool = False,
-        mixup_alpha: float = 2.0,
-        mixup_layers: Sequence[int] | None = None,
+        weight_decay: float | Sequence[float] = 0.0,
+        mixup_enabled: bool | Sequence[bool] = False,
+        mixup_alpha: float | Sequence[float] = 2.0,
+        mixup_layers: Sequence[Sequence[int] | None] | None = None,
         pairing: str = "halves",
         batch_size: int = 32,
         steps_per_call: int = 250,
@@ -53,9 +64,20 @@ class MixupClassifier(pl.LightningModule):
         self.save_hyperparameters(logger=False)
         self.automatic_optimization = False
         self.seeds = list(seeds)
-        self.net = MLPEnsemble([stream(s, "init") for s in self.seeds], n_features, hidden_dims, p)
-        n_hidden = self.net.n_hidden
-        self.k_min, self.k_max = mixup_layers if mixup_layers is not None else (0, n_hidden)
+        n = len(self.seeds)
+        self.p = per_member(p, n)
+        self.weight_decay = per_member(weight_decay, n)
+        self.mixup_enabled = per_member(mixup_enabled, n)
+        self.mixup_alpha = per_member(mixup_alpha, n)
+        self.net = MLPEnsemble(
+            [stream(s, "init") for s in self.seeds], n_features, hidden_dims, self.p
+        )
+        # mixup_layers: None (all layers for everyone), one [k_min, k_max], or one per member.
+        if mixup_layers is None or isinstance(mixup_layers[0], int):
+            mixup_layers = [mixup_layers] * n
+        self.mixup_layers = [
+            (0, self.net.n_hidden) if layers is None else tuple(layers) for layers in mixup_layers
+        ]
         self.history: list[dict] = []  # one entry per evaluation: step and metric → (E,) list
         self.failures: dict[int, int] = {}  # member → step whose training loss was not finite
         self.train_time_s = 0.0  # fit time of earlier (resumed-from) processes
@@ -81,12 +103,17 @@ class MixupClassifier(pl.LightningModule):
         n_steps = min(self.hparams.steps_per_call, self.trainer.max_steps - first_step)
         draws = self._draw(chunk, n_steps)
         losses = torch.empty(n_steps, self.n_members)
+        decay = self._decay_factors()
         for s in range(n_steps):
             loss = self._loss(batch["x"][s], batch["y"][s], {k: v[s] for k, v in draws.items()})
             for param in params:
                 param.grad = None
             # Members share no parameters, so the sum's gradient is each member's own.
             loss.sum().backward()
+            if decay is not None:
+                with torch.no_grad():  # AdamW's decoupled decay, one rate per member
+                    for param in params:
+                        param.mul_(decay)
             optimizer.step()
             losses[s] = loss.detach()
         self._count_optimizer_steps(n_steps)
@@ -117,25 +144,40 @@ class MixupClassifier(pl.LightningModule):
             progress.increment_completed()
 
     def _draw(self, chunk: int, n_steps: int) -> dict[str, torch.Tensor]:
-        """Each member's random numbers for the chunk's steps, from that member's streams."""
+        """Each member's random numbers for the chunk's steps, from that member's streams.
+
+        Returns tensors (n_steps, E, ...): ``k`` (-1 for members without mixup), ``lam``,
+        ``b`` (partners, permute pairing) and ``mask{j}`` (dropout masks, 1 where p = 0).
+        """
         hp = self.hparams
         draws: dict[str, list[torch.Tensor]] = {}
-        widths = list(hp.hidden_dims)
         n = 2 * hp.batch_size if hp.pairing == "halves" else hp.batch_size
         S = hp.steps_per_call  # always draw the whole chunk: the stream must not depend on n_steps
-        for seed in self.seeds:
-            if hp.mixup_enabled:
-                gen = stream(seed, "mixup", chunk)
-                draws.setdefault("k", []).append(sample_layers(self.k_min, self.k_max, S, gen))
-                draws.setdefault("lam", []).append(sample_lambda(hp.mixup_alpha, S, gen))
+        any_mixup, any_dropout = any(self.mixup_enabled), any(p > 0 for p in self.p)
+        for e, seed in enumerate(self.seeds):
+            if any_mixup:
+                k = torch.full((S,), -1)
+                lam = torch.ones(S)
+                partners = torch.arange(hp.batch_size).expand(S, -1)
+                if self.mixup_enabled[e]:
+                    gen = stream(seed, "mixup", chunk)
+                    k = sample_layers(*self.mixup_layers[e], S, gen)
+                    lam = sample_lambda(self.mixup_alpha[e], S, gen)
+                    if hp.pairing == "permute":
+                        partners = sample_permutations(S, hp.batch_size, gen)
+                draws.setdefault("k", []).append(k)
+                draws.setdefault("lam", []).append(lam)
                 if hp.pairing == "permute":
-                    partners = sample_permutations(S, hp.batch_size, gen)
                     draws.setdefault("b", []).append(partners)
-            if hp.p > 0:
-                gen = stream(seed, "dropout", chunk)
-                for j, width in enumerate(widths):
-                    keep = torch.rand(S, n, width, generator=gen) >= hp.p
-                    draws.setdefault(f"mask{j}", []).append(keep.float() / (1 - hp.p))
+            if any_dropout:
+                p = self.p[e]
+                gen = stream(seed, "dropout", chunk) if p > 0 else None
+                for j, width in enumerate(hp.hidden_dims):
+                    if p > 0:
+                        mask = (torch.rand(S, n, width, generator=gen) >= p).float() / (1 - p)
+                    else:
+                        mask = torch.ones(S, n, width)
+                    draws.setdefault(f"mask{j}", []).append(mask)
         # Stack members on axis 1 and keep the first n_steps: (n_steps, E, ...).
         return {k: torch.stack(v, 1)[:n_steps] for k, v in draws.items()}
 
@@ -144,12 +186,17 @@ class MixupClassifier(pl.LightningModule):
     ) -> torch.Tensor:
         """Per-member training loss of one step. x: (E, N, 2), y: (E, N) → (E,)."""
         n_hidden = self.net.n_hidden
-        masks = [draw[f"mask{j}"] for j in range(n_hidden)] if self.hparams.p > 0 else None
-        if not self.hparams.mixup_enabled:
+        masks = [draw[f"mask{j}"] for j in range(n_hidden)] if "mask0" in draw else None
+        if "k" not in draw:
             return metrics.binary_nll(self.net(x, dropout_masks=masks), y)
-        k, lam = draw["k"], draw["lam"]  # (E,), (E,)
-        targets = mix(*self._pairs(y, draw), lam.view(-1, 1))  # (E, B) soft labels
+        k, lam = draw["k"], draw["lam"]  # (E,), (E,); k = -1: this member does not mix
         ks = k.tolist()
+        mixes = k >= 0
+        targets = mix(*self._pairs(y, draw), lam.view(-1, 1))  # (E, B) soft labels
+        if not all(mixes.tolist()):  # members without mixup keep their own targets
+            if targets.shape[1] != y.shape[1]:
+                targets = torch.cat([targets, targets], 1)
+            targets = torch.where(mixes.view(-1, 1), targets, y)
         h = x
         for j in range(n_hidden + 1):
             if j > 0:
@@ -157,17 +204,17 @@ class MixupClassifier(pl.LightningModule):
             if j not in ks:
                 continue
             mixed = mix(*self._pairs(h, draw), lam.view(-1, 1, 1))  # (E, B, width)
-            if ks.count(j) == len(ks):  # every member mixes here (always so for one seed)
+            if ks.count(j) == len(ks):  # every member mixes here (always so for one run)
                 h = mixed
             else:
-                # Members that mix later keep their unmixed rows; with halves pairing the
-                # mixed rows are repeated so shapes agree until every member has mixed.
+                # Members that mix elsewhere, or not at all, keep their rows; with the halves
+                # pairing the mixed rows are repeated so that shapes agree.
                 if h.shape[1] != mixed.shape[1]:
                     mixed = torch.cat([mixed, mixed], 1)
                 h = torch.where((k == j).view(-1, 1, 1), mixed, h)
-                if j < max(ks):
+                if j < max(ks) or min(ks) < 0:
                     continue
-                h = h[:, : targets.shape[1]]
+                h = h[:, : targets.shape[1]]  # all have mixed: the repeated rows can go
             if masks is not None:
                 masks = [m[:, : h.shape[1]] for m in masks]
         return metrics.binary_nll(self.net(h, n_hidden), targets)
@@ -270,11 +317,12 @@ class MixupClassifier(pl.LightningModule):
         """Per-step scalars, one TensorBoard event per step for all tags (cheaper than one each)."""
         every = self.hparams.log_every_n_steps
         columns = {"train/loss": losses}
-        if self.hparams.mixup_enabled:
+        if "k" in draws:
             columns.update({"mixup/k": draws["k"], "mixup/lambda": draws["lam"]})
         rows = range(-(first_step + 1) % every, len(losses), every)
         for e, logger in enumerate(self.loggers):
-            values = {tag: column[:, e].tolist() for tag, column in columns.items()}
+            tags = columns if self.mixup_enabled[e] else {"train/loss": losses}
+            values = {tag: column[:, e].tolist() for tag, column in tags.items()}
             file_writer = logger.experiment._get_file_writer()
             for s in rows:
                 summary = Summary(
@@ -283,8 +331,17 @@ class MixupClassifier(pl.LightningModule):
                 # Step g is the g-th optimizer step; evaluations at g see its result.
                 file_writer.add_summary(summary, first_step + s + 1)
 
+    def _decay_factors(self) -> torch.Tensor | None:
+        """(E, 1, 1) factors 1 − lr·weight_decay when members decay at different rates
+        (then applied by hand before each step), None when AdamW does it for all."""
+        if len(set(self.weight_decay)) == 1:
+            return None
+        rates = torch.tensor(self.weight_decay, dtype=torch.float32)
+        return (1 - self.hparams.lr * rates).view(-1, 1, 1)
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        kwargs = {"lr": self.hparams.lr, "weight_decay": self.hparams.weight_decay}
+        shared = self.weight_decay[0] if self._decay_factors() is None else 0.0
+        kwargs = {"lr": self.hparams.lr, "weight_decay": shared}
         try:  # the fused kernel does one pass over all parameters instead of one per tensor
             return torch.optim.AdamW(self.parameters(), fused=True, **kwargs)
         except (RuntimeError, TypeError):

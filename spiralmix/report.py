@@ -45,6 +45,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from spiralmix.metrics import reliability  # noqa: E402
+from spiralmix.plan import member_dirs  # noqa: E402
 from spiralmix.plots import draw_boundary  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ SPARE_COLORS = ("tab:brown", "tab:olive", "tab:cyan", "tab:pink", "#1b9e77", "#e
 DPI = 100
 MISSING = "–"
 # Overrides that name a run's seed or regularizer rather than a different configuration.
-NOT_A_VARIANT = ("seed", "seeds", "regularizer", "regularizer_name", "resume")
+NOT_A_VARIANT = ("seed", "seeds", "regularizer", "regularizers", "regularizer_name", "resume")
 
 
 class ReportError(Exception):
@@ -113,11 +114,12 @@ class Job:
     overrides: dict[str, str]  # key → value as given on the command line
 
     def expected_metrics(self) -> list[tuple[Path, int | None]]:
-        """Where each of the job's seeds writes metrics.json, with that seed."""
-        seeds = self.config.get("seeds")
-        if seeds is None:
-            return [(self.path / "metrics.json", self.config.get("seed"))]
-        return [(self.path / f"seed={s}" / "metrics.json", int(s)) for s in seeds]
+        """Where each of the job's runs writes metrics.json, with that run's seed."""
+        cfg = OmegaConf.merge({"seed": None, "seeds": None, "regularizers": None}, self.config)
+        seeds = list(cfg.seeds) if cfg.seeds is not None else [cfg.seed]
+        # member_dirs lists regularizers × seeds with the seed varying fastest.
+        dirs = member_dirs(cfg, self.path)
+        return [(d / "metrics.json", seeds[i % len(seeds)]) for i, d in enumerate(dirs)]
 
 
 def _parse_override(text: str) -> tuple[str, str]:

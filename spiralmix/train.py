@@ -17,9 +17,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
-from spiralmix.config import resolve_resume, validate
 from spiralmix.data import SpiralDataModule
 from spiralmix.module import MixupClassifier
+from spiralmix.plan import RunPlan, plan_run
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +51,19 @@ def write_json_atomic(path: Path, data: object) -> None:
     os.replace(tmp, path)
 
 
-def member_dirs(cfg: DictConfig, run_dir: Path) -> list[Path]:
-    """Where each seed's logs and metrics go: the run directory, or one folder per seed."""
-    if cfg.seeds is None:
-        return [run_dir]
-    return [run_dir / f"seed={seed}" for seed in cfg.seeds]
-
-
-def build_module(cfg: DictConfig, seeds: list[int]) -> MixupClassifier:
+def build_module(members: list[DictConfig]) -> MixupClassifier:
+    """The LightningModule for these members: shared settings from the first, the
+    regularizer's settings (dropout, weight decay, mixup) one per member."""
+    cfg = members[0]
     return MixupClassifier(
-        seeds=seeds,
+        seeds=[m.seed for m in members],
         hidden_dims=list(cfg.model.hidden_dims),
-        p=cfg.model.p,
+        p=[m.model.p for m in members],
         lr=cfg.model.lr,
-        weight_decay=cfg.model.weight_decay,
-        mixup_enabled=cfg.mixup.enabled,
-        mixup_alpha=cfg.mixup.alpha,
-        mixup_layers=None if cfg.mixup.layers is None else list(cfg.mixup.layers),
+        weight_decay=[m.model.weight_decay for m in members],
+        mixup_enabled=[m.mixup.enabled for m in members],
+        mixup_alpha=[m.mixup.alpha for m in members],
+        mixup_layers=[None if m.mixup.layers is None else list(m.mixup.layers) for m in members],
         pairing=cfg.mixup.pairing,
         batch_size=cfg.data.batch_size,
         steps_per_call=cfg.trainer.steps_per_call,
@@ -79,9 +75,10 @@ def build_module(cfg: DictConfig, seeds: list[int]) -> MixupClassifier:
     )
 
 
-def build_datamodule(cfg: DictConfig, seeds: list[int]) -> SpiralDataModule:
+def build_datamodule(members: list[DictConfig]) -> SpiralDataModule:
+    cfg = members[0]
     return SpiralDataModule(
-        seeds=seeds,
+        seeds=[m.seed for m in members],
         n_samples=cfg.data.n_samples,
         noise=cfg.data.noise,
         n_cycles=cfg.data.n_cycles,
@@ -116,31 +113,30 @@ def summarize(history: list[dict], member: int) -> dict:
     }
 
 
-def train(cfg: DictConfig, run_dir: Path | str) -> list[dict]:
-    """Train the configured regularizer for each seed; return one metrics dict per seed.
+def train(cfg: DictConfig, run_dir: Path | str, overrides: list[str] = ()) -> list[dict]:
+    """Train every member of the run that ``cfg`` describes; return their metrics.
 
-    Writes into ``run_dir`` (one sub-folder per seed when ``cfg.seeds`` is set): TensorBoard
-    events, checkpoints, ``metrics.json`` and ``boundary.pt``. With ``cfg.resume`` set, the
-    run in that directory continues from its last checkpoint with its own saved config.
+    Writes into ``run_dir`` (one sub-folder per member when ``cfg.seeds`` or
+    ``cfg.regularizers`` is set): TensorBoard events, checkpoints, ``metrics.json`` and
+    ``boundary.pt``. With ``cfg.resume`` set, the run in that directory continues from its
+    last checkpoint with its own saved config. See :func:`spiralmix.plan.plan_run`.
     """
-    checkpoint = None
-    if cfg.resume is not None:
-        run_dir = cfg.resume
-        cfg, checkpoint = resolve_resume(cfg)
-    validate(cfg)
-    run_dir = Path(run_dir)
+    return fit(plan_run(cfg, run_dir, overrides))
+
+
+def fit(plan: RunPlan) -> list[dict]:
+    """Train the planned members side by side and write each one's results."""
+    members, cfg = plan.members, plan.members[0]
     torch.set_num_threads(cfg.trainer.torch_threads)
-    seeds = list(cfg.seeds) if cfg.seeds is not None else [cfg.seed]
-    pl.seed_everything(seeds[0], verbose=False)  # nothing should use the global RNG; be safe
-    dirs = member_dirs(cfg, run_dir)
+    pl.seed_everything(cfg.seed, verbose=False)  # nothing should use the global RNG; be safe
     # On resume, TensorBoard drops the events that the interrupted process wrote after the
     # checkpoint (those of steps > the checkpoint's step), so each step is logged once.
     purge_step = None
-    if checkpoint is not None:
-        purge_step = torch.load(checkpoint, weights_only=True)["global_step"] + 1
+    if plan.checkpoint is not None:
+        purge_step = torch.load(plan.checkpoint, weights_only=True)["global_step"] + 1
 
-    datamodule = build_datamodule(cfg, seeds)
-    module = build_module(cfg, seeds)
+    datamodule = build_datamodule(members)
+    module = build_module(members)
     loggers = [
         # A deep queue lets a chunk's per-step events go out without waiting on the writer thread.
         TensorBoardLogger(
@@ -151,11 +147,10 @@ def train(cfg: DictConfig, run_dir: Path | str) -> list[dict]:
             max_queue=10_000,
             purge_step=purge_step,
         )  # fmt: skip
-        for d in dirs
+        for d in plan.dirs
     ]
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    member_configs = [{**resolved, "seed": seed, "seeds": None} for seed in seeds]
-    if checkpoint is None:
+    member_configs = [OmegaConf.to_container(m, resolve=True) for m in members]
+    if plan.checkpoint is None:
         for logger, member_cfg in zip(loggers, member_configs):
             text = f"```yaml\n{OmegaConf.to_yaml(OmegaConf.create(member_cfg))}\n```"
             logger.experiment.add_text("config", text, 0)
@@ -166,11 +161,13 @@ def train(cfg: DictConfig, run_dir: Path | str) -> list[dict]:
         max_epochs=-1,
         logger=loggers,
         callbacks=[
-            BoundaryImages(cfg.regularizer_name, cfg.evaluation.diagnostic_figures),
+            BoundaryImages(
+                [m.regularizer_name for m in members], cfg.evaluation.diagnostic_figures
+            ),
             HparamsWithResults([flatten_config(c) for c in member_configs]),
             RunProgress(interactive=cfg.trainer.progress_bar),
             ModelCheckpoint(
-                dirpath=run_dir / "checkpoints",
+                dirpath=plan.run_dir / "checkpoints",
                 filename="step={step}",
                 auto_insert_metric_name=False,
                 every_n_train_steps=cfg.trainer.checkpoint_every_n_steps,
@@ -183,30 +180,30 @@ def train(cfg: DictConfig, run_dir: Path | str) -> list[dict]:
         num_sanity_val_steps=0,
         limit_val_batches=0,
         log_every_n_steps=cfg.trainer.steps_per_call,
-        default_root_dir=run_dir,
+        default_root_dir=plan.run_dir,
     )
     with warnings.catch_warnings():
         # The checkpoint after a chunk holds the state after its last step, as intended.
         warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=plan.checkpoint, weights_only=True)
     wall = module.elapsed_s
     return [
-        finish_member(cfg, module, datamodule, e, seed, d, wall)
-        for e, (seed, d) in enumerate(zip(seeds, dirs))
+        finish_member(member, member_cfg, module, datamodule, e, d, wall)
+        for e, (member, member_cfg, d) in enumerate(zip(members, member_configs, plan.dirs))
     ]
 
 
 def finish_member(
     cfg: DictConfig,
+    resolved: dict,
     module: MixupClassifier,
     datamodule: SpiralDataModule,
     e: int,
-    seed: int,
     member_dir: Path,
     wall: float,
 ) -> dict:
     """Write member e's metrics.json and boundary.pt, print its summary line, return metrics."""
-    steps = module.global_step
+    steps, seed = module.global_step, cfg.seed
     result = {
         "status": "completed",
         "regularizer": cfg.regularizer_name,
@@ -221,6 +218,7 @@ def finish_member(
             {"step": h["step"], **{k: v[e] for k, v in h.items() if k != "step"}}
             for h in module.history
         ],
+        "config": resolved,
     }
     if e in module.failures:
         step = module.failures[e]

@@ -35,6 +35,16 @@ def compose_config(overrides: list[str] = ()) -> DictConfig:
         return compose("config", overrides=list(overrides))
 
 
+def members(cfg: DictConfig, seeds: list[int]) -> list[DictConfig]:
+    """One member config per seed, as a ``seeds=[...]`` run makes them."""
+    out = []
+    for seed in seeds:
+        member = cfg.copy()
+        member.seed, member.seeds = seed, None
+        out.append(member)
+    return out
+
+
 @pytest.fixture
 def tiny_config():
     """compose_config with TINY training settings first (later overrides win)."""

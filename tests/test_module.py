@@ -7,7 +7,7 @@ import torch
 
 from spiralmix import metrics
 from spiralmix.train import build_module
-from tests.conftest import REGULARIZERS, compose_config
+from tests.conftest import REGULARIZERS, compose_config, members
 
 LAYER_RANGES = {"mixup": (0, 3), "input_mixup": (0, 0), "hidden_mixup": (1, 3)}
 
@@ -15,7 +15,7 @@ LAYER_RANGES = {"mixup": (0, 3), "input_mixup": (0, 0), "hidden_mixup": (1, 3)}
 @pytest.mark.parametrize("regularizer", REGULARIZERS)
 def test_mixing_layer_stays_in_configured_range(regularizer):
     cfg = compose_config([f"regularizer={regularizer}"])
-    module = build_module(cfg, seeds=[1, 2, 3])
+    module = build_module(members(cfg, [1, 2, 3]))
     draws = module._draw(chunk=0, n_steps=cfg.trainer.steps_per_call)
     if regularizer not in LAYER_RANGES:
         assert "k" not in draws and "lam" not in draws
@@ -29,7 +29,7 @@ def test_mixing_layer_stays_in_configured_range(regularizer):
 
 def test_hidden_mixup_range_follows_the_number_of_hidden_layers():
     cfg = compose_config(["regularizer=hidden_mixup", "model.hidden_dims=[8,8,8,8,8]"])
-    module = build_module(cfg, seeds=[1])
+    module = build_module(members(cfg, [1]))
     assert set(module._draw(0, 250)["k"].unique().tolist()) == {1, 2, 3, 4, 5}
 
 
@@ -54,10 +54,10 @@ def test_ensemble_member_loss_equals_single_run_loss(overrides):
     """Members mixing at different layers in one step get exactly their own loss."""
     cfg = compose_config(overrides)
     seeds = [11, 12, 13, 14, 15, 16]
-    ensemble = build_module(cfg, seeds)
+    ensemble = build_module(members(cfg, seeds))
     draws = ensemble._draw(chunk=3, n_steps=20)
     n_rows = 64 if cfg.mixup.pairing == "halves" else 32
-    singles = [build_module(cfg, [seed]) for seed in seeds]
+    singles = [build_module(members(cfg, [seed])) for seed in seeds]
     for step in range(20):
         draw = {k: v[step] for k, v in draws.items()}
         x, y = _batch(ensemble, n_rows, seed=step)
@@ -70,7 +70,7 @@ def test_ensemble_member_loss_equals_single_run_loss(overrides):
 
 def test_input_mixup_with_lambda_one_trains_on_the_first_half():
     cfg = compose_config(["regularizer=input_mixup"])
-    module = build_module(cfg, [1])
+    module = build_module(members(cfg, [1]))
     x, y = _batch(module, 64)
     draw = {"k": torch.tensor([0]), "lam": torch.tensor([1.0])}
     expected = metrics.binary_nll(module.net(x[:, :32]), y[:, :32])
@@ -79,7 +79,7 @@ def test_input_mixup_with_lambda_one_trains_on_the_first_half():
 
 def test_mixed_targets_are_soft_labels_between_the_pair():
     cfg = compose_config(["regularizer=mixup"])
-    module = build_module(cfg, [1])
+    module = build_module(members(cfg, [1]))
     x, y = _batch(module, 64)
     y = torch.cat([torch.zeros(1, 32), torch.ones(1, 32)], 1)  # pairs are always (0, 1)
     lam = torch.tensor([0.3])
@@ -92,7 +92,7 @@ def test_mixed_targets_are_soft_labels_between_the_pair():
 
 def test_without_mixup_every_sample_of_the_batch_is_used():
     cfg = compose_config(["regularizer=none"])
-    module = build_module(cfg, [1])
+    module = build_module(members(cfg, [1]))
     x, y = _batch(module, 64)
     expected = metrics.binary_nll(module.net(x), y)
     torch.testing.assert_close(module._loss(x, y, {}), expected)

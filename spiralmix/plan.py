@@ -1,0 +1,119 @@
+"""What one process trains: its members (one run each), their configs and directories.
+
+A plain run has one member. ``seeds=[...]`` and ``regularizers=[...]`` make a process train
+every (regularizer, seed) pair side by side as one vectorized ensemble; each member's config
+is exactly what ``python -m spiralmix regularizer=<r> seed=<s> <other overrides>`` would
+compose, and each writes its own directory, TensorBoard run and metrics.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+from spiralmix.config import Config, ConfigError, validate
+
+# What a regularizer preset may change between members of one process; everything else
+# (data, model size, learning rate, pairing, trainer, evaluation) is shared.
+PER_MEMBER_KEYS = (
+    "seed", "seeds", "regularizer_name", "regularizers", "resume",
+    "model.p", "model.weight_decay", "mixup.enabled", "mixup.alpha", "mixup.layers",
+)  # fmt: skip
+MEMBER_OVERRIDES = ("regularizer", "regularizers", "seed", "seeds", "resume")
+
+
+@dataclass
+class RunPlan:
+    members: list[DictConfig]  # one full config per member
+    dirs: list[Path]  # where each member writes
+    run_dir: Path
+    checkpoint: Path | None  # the checkpoint to resume from
+
+
+def plan_run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] = ()) -> RunPlan:
+    """Check ``cfg`` and expand it into members; raise :class:`ConfigError` if anything is off.
+
+    ``overrides`` are the command line's (Hydra's ``overrides.task``); they are re-applied
+    to each regularizer preset when ``cfg.regularizers`` is set, which needs Hydra's global
+    state (inside ``@hydra.main`` or ``initialize_config_dir``).
+    """
+    checkpoint = None
+    if cfg.resume is not None:
+        run_dir = cfg.resume
+        cfg, overrides, checkpoint = resolve_resume(cfg)
+    validate(cfg)
+    run_dir = Path(run_dir)
+    if cfg.regularizers is None:
+        presets = [cfg]
+    else:
+        presets = [_compose_preset(name, overrides) for name in cfg.regularizers]
+    seeds = list(cfg.seeds) if cfg.seeds is not None else [cfg.seed]
+    members = []
+    for preset in presets:
+        for seed in seeds:
+            member = preset.copy()
+            member.seed, member.seeds, member.regularizers = seed, None, None
+            validate(member)
+            members.append(member)
+    _check_shared(members)
+    return RunPlan(members, member_dirs(cfg, run_dir), run_dir, checkpoint)
+
+
+def member_dirs(cfg: DictConfig, run_dir: Path) -> list[Path]:
+    """The run directory for a single member; otherwise a folder per member named after
+    what varies, e.g. ``seed=124`` or ``regularizer=mixup,seed=124``."""
+    seeds = list(cfg.seeds) if cfg.seeds is not None else [cfg.seed]
+    if cfg.regularizers is not None:
+        return [run_dir / f"regularizer={r},seed={s}" for r in cfg.regularizers for s in seeds]
+    if cfg.seeds is not None:
+        return [run_dir / f"seed={s}" for s in seeds]
+    return [run_dir]
+
+
+def _compose_preset(name: str, overrides: list[str]) -> DictConfig:
+    kept = [o for o in overrides if o.lstrip("+~").split("=")[0] not in MEMBER_OVERRIDES]
+    try:
+        return compose("config", overrides=[*kept, f"regularizer={name}"])
+    except HydraException as err:
+        raise ConfigError("regularizers", name, str(err).splitlines()[0]) from None
+
+
+def _check_shared(members: list[DictConfig]) -> None:
+    first = _flat(members[0])
+    for member in members[1:]:
+        for key, value in _flat(member).items():
+            if key not in PER_MEMBER_KEYS and value != first[key]:
+                raise ConfigError(
+                    "regularizers", member.regularizer_name,
+                    f"changes {key} ({first[key]!r} → {value!r}); runs trained side by side "
+                    "may differ only in " + ", ".join(PER_MEMBER_KEYS[5:]),
+                )  # fmt: skip
+
+
+def _flat(cfg: DictConfig, prefix: str = "") -> dict:
+    out = {}
+    for key, value in OmegaConf.to_container(cfg, resolve=True).items():
+        if isinstance(value, dict):
+            out.update(_flat(OmegaConf.create(value), f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resolve_resume(cfg: DictConfig) -> tuple[DictConfig, list[str], Path]:
+    """For ``resume=<run dir>``: that run's saved config, its overrides and last checkpoint."""
+    run_dir = Path(cfg.resume)
+    hydra_dir, checkpoint = run_dir / ".hydra", run_dir / "checkpoints" / "last.ckpt"
+    if not (hydra_dir / "config.yaml").is_file():
+        raise ConfigError("resume", cfg.resume, "is not a run directory (no .hydra/config.yaml)")
+    if not checkpoint.is_file():
+        raise ConfigError("resume", cfg.resume, "has no checkpoint yet (checkpoints/last.ckpt)")
+    saved = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(hydra_dir / "config.yaml"))
+    saved.resume = None
+    overrides_file = hydra_dir / "overrides.yaml"
+    overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+    return saved, overrides, checkpoint

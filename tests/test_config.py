@@ -1,0 +1,221 @@
+"""Tests for spiralmix.config: the real YAML configs composed by Hydra, the schema, validate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from spiralmix.config import ConfigError, register, split_sizes, validate
+from spiralmix.data import SpiralDataModule
+
+CONF_DIR = str(Path(__file__).parents[1] / "conf")
+REGULARIZERS = ["none", "weight_decay", "dropout", "mixup", "input_mixup", "hidden_mixup"]
+
+
+@pytest.fixture(scope="module")
+def hydra_conf():
+    register()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def make_cfg(hydra_conf):
+    """Compose the real config with command-line overrides; each set is composed once."""
+    cache: dict[tuple[str, ...], DictConfig] = {}
+
+    def make(*overrides: str) -> DictConfig:
+        if overrides not in cache:
+            cache[overrides] = compose("config", overrides=list(overrides))
+        return cache[overrides].copy()
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def base_cfg(hydra_conf) -> DictConfig:
+    return compose("config")
+
+
+@pytest.fixture
+def with_overrides(base_cfg):
+    """The default config with dotlist overrides merged in: the schema still checks types, and
+    it is much faster than composing again for each case (see the compose tests above)."""
+
+    def make(*overrides: str) -> DictConfig:
+        return OmegaConf.merge(base_cfg, OmegaConf.from_dotlist(list(overrides)))
+
+    return make
+
+
+# --- the presets -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", REGULARIZERS)
+def test_every_regularizer_composes_and_validates(make_cfg, name):
+    cfg = make_cfg(f"regularizer={name}")
+    validate(cfg)
+    assert cfg.regularizer_name == name
+
+
+def test_defaults_are_the_reference_experiment(make_cfg):
+    cfg = make_cfg()
+    assert cfg.data.n_samples == 1000 and cfg.data.batch_size == 32
+    assert split_sizes(cfg) == {"train": 100, "val": 0, "test": 900}
+    assert list(cfg.model.hidden_dims) == [32, 32, 32]
+    assert cfg.model.lr == 1e-3 and cfg.model.weight_decay == 0 and cfg.model.p == 0
+    assert cfg.mixup.enabled is False and cfg.mixup.alpha == 2.0
+    assert cfg.trainer.max_steps == 100_000 and cfg.trainer.eval_every_n_steps == 2500
+
+
+def test_weight_decay_preset(make_cfg):
+    cfg = make_cfg("regularizer=weight_decay")
+    assert cfg.model.weight_decay == 0.6
+    assert cfg.model.p == 0 and cfg.mixup.enabled is False
+
+
+def test_dropout_preset(make_cfg):
+    cfg = make_cfg("regularizer=dropout")
+    assert cfg.model.p == 0.2
+    assert cfg.model.weight_decay == 0 and cfg.mixup.enabled is False
+
+
+def test_mixup_preset_mixes_at_every_layer(make_cfg):
+    cfg = make_cfg("regularizer=mixup")
+    assert cfg.mixup.enabled is True and cfg.mixup.layers is None
+    # null means 0..n_hidden: the LightningModule resolves it.
+    from spiralmix.module import MixupClassifier
+
+    module = MixupClassifier(hidden_dims=list(cfg.model.hidden_dims), mixup_layers=None)
+    assert (module.k_min, module.k_max) == (0, 3)
+
+
+def test_input_mixup_preset(make_cfg):
+    cfg = make_cfg("regularizer=input_mixup")
+    assert cfg.mixup.enabled is True and list(cfg.mixup.layers) == [0, 0]
+
+
+@pytest.mark.parametrize(
+    ("hidden_dims", "layers"), [(None, [1, 3]), ("[16,16]", [1, 2]), ("[8,8,8,8,8]", [1, 5])]
+)
+def test_hidden_mixup_preset_follows_the_depth(make_cfg, hidden_dims, layers):
+    overrides = ["regularizer=hidden_mixup"]
+    if hidden_dims is not None:
+        overrides.append(f"model.hidden_dims={hidden_dims}")
+    cfg = make_cfg(*overrides)
+    assert cfg.mixup.enabled is True
+    assert list(cfg.mixup.layers) == layers
+    assert all(isinstance(k, int) for k in cfg.mixup.layers)
+    validate(cfg)
+
+
+def test_debug_trainer_validates(make_cfg):
+    cfg = make_cfg("trainer=debug", "regularizer=mixup")
+    validate(cfg)
+    assert cfg.trainer.max_steps <= 1000
+
+
+# --- schema errors -----------------------------------------------------------------------------
+
+
+def test_misspelt_key_is_rejected_with_its_name(make_cfg):
+    with pytest.raises((ConfigCompositionException, OmegaConfBaseException), match="n_sample"):
+        make_cfg("data.n_sample=3")
+
+
+@pytest.mark.parametrize("override", ["seed=abc", "mixup.enabled=maybe"])
+def test_wrong_type_is_rejected(make_cfg, override):
+    key = override.split("=")[0].split(".")[-1]
+    with pytest.raises((ConfigCompositionException, OmegaConfBaseException)) as info:
+        make_cfg(override)
+    text = str(info.value) + str(info.value.__cause__)
+    assert key in text
+
+
+# --- validate ----------------------------------------------------------------------------------
+
+BAD_VALUES = [
+    (["model.p=1.0"], "model.p"),
+    (["model.p=-0.1"], "model.p"),
+    (["model.weight_decay=-1"], "model.weight_decay"),
+    (["model.lr=0"], "model.lr"),
+    (["model.lr=-1"], "model.lr"),
+    (["data.n_samples=999"], "data.n_samples"),
+    (["data.n_samples=0"], "data.n_samples"),
+    (["data.n_samples=-2"], "data.n_samples"),
+    (["data.noise=-0.1"], "data.noise"),
+    (["data.test_fraction=1.0"], "data.test_fraction"),
+    (["data.test_fraction=0.0"], "data.test_fraction"),
+    (["data.test_fraction=0.95", "data.val_fraction=0.1"], "data.val_fraction"),
+    (["mixup.alpha=0"], "mixup.alpha"),
+    (["mixup.alpha=-1"], "mixup.alpha"),
+    (["mixup.layers=[2,1]"], "mixup.layers"),
+    (["mixup.layers=[0,4]"], "mixup.layers"),
+    (["mixup.layers=[-1,0]"], "mixup.layers"),
+    (["mixup.layers=[1]"], "mixup.layers"),
+    (["model.hidden_dims=[]"], "model.hidden_dims"),
+    (["model.hidden_dims=[32,0]"], "model.hidden_dims"),
+    (["trainer.max_steps=0"], "trainer.max_steps"),
+    (["data.batch_size=0"], "data.batch_size"),
+    (["trainer.eval_every_n_steps=0"], "trainer.eval_every_n_steps"),
+    (["trainer.eval_every_n_steps=333"], "trainer.eval_every_n_steps"),
+    (["data.batch_size=60"], "data.batch_size"),
+    (["mixup.pairing=other"], "mixup.pairing"),
+    (["seeds=[1,1]"], "seeds"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key"), BAD_VALUES, ids=[" ".join(o) for o, _ in BAD_VALUES])
+def test_validate_rejects_bad_values_naming_the_key(with_overrides, overrides, key):
+    cfg = with_overrides(*overrides)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+@pytest.mark.parametrize(("override", "key"), [("mixup.layers=[-1,0]", "mixup.layers")])
+def test_validate_rejects_a_bad_command_line_override(make_cfg, override, key):
+    with pytest.raises(ConfigError, match=key):
+        validate(make_cfg(override))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["data.batch_size=60", "mixup.pairing=permute"],
+        ["data.batch_size=50"],
+        ["seeds=[1,2,3]"],
+        ["model.p=0.0", "mixup.layers=[3,3]"],
+        ["data.test_fraction=0.8", "data.val_fraction=0.1"],
+    ],
+)
+def test_validate_accepts_edge_values(with_overrides, overrides):
+    validate(with_overrides(*overrides))
+
+
+@pytest.mark.parametrize(
+    ("n_samples", "test_fraction", "val_fraction"),
+    [(1000, 0.9, 0.0), (1000, 0.8, 0.1), (10, 0.5, 0.25), (30, 0.35, 0.3), (998, 0.7, 0.15)],
+)
+def test_split_sizes_match_the_datamodule(with_overrides, n_samples, test_fraction, val_fraction):
+    cfg = with_overrides(
+        f"data.n_samples={n_samples}",
+        f"data.test_fraction={test_fraction}",
+        f"data.val_fraction={val_fraction}",
+        "data.batch_size=1",
+    )
+    dm = SpiralDataModule(
+        seeds=[cfg.seed],
+        n_samples=cfg.data.n_samples,
+        test_fraction=cfg.data.test_fraction,
+        val_fraction=cfg.data.val_fraction,
+        batch_size=cfg.data.batch_size,
+    )
+    dm.setup()
+    made = {name: getattr(dm, f"{name}_y").shape[1] for name in ("train", "val", "test")}
+    assert split_sizes(cfg) == made
+    assert sum(made.values()) == n_samples

@@ -1,0 +1,242 @@
+"""Tests for spiralmix.data: spiral geometry, stratified splits, the datamodule and its batches."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from spiralmix.data import SpiralDataModule, SpiralDataset, generate_spirals, stratified_split
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def assert_same_point_set(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> None:
+    """a and b (N, 2) hold the same points, in any order (a bijection within atol)."""
+    assert a.shape == b.shape
+    dist = torch.cdist(a.double(), b.double())  # (N, N)
+    nearest = dist.argmin(1)
+    assert dist.min(1).values.max() < atol
+    assert len(torch.unique(nearest)) == len(a), "several points matched the same point"
+
+
+def spiral_formula(m: int, n_cycles: float, start: float = 0.0) -> torch.Tensor:
+    """The spiral of SPEC.md, computed independently with NumPy in float64: (m, 2)."""
+    theta = np.linspace(0.0, 2 * np.pi * n_cycles, m) + start
+    r = np.linspace(0.2, 2.0, m)
+    return torch.from_numpy(np.stack([r * np.cos(theta), r * np.sin(theta)], 1))
+
+
+def row_index(rows: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Index in ``table`` (M, 2) of each of ``rows`` (..., 2), asserting an exact match."""
+    equal = (rows.reshape(-1, 1, 2) == table).all(-1)  # (n_rows, M)
+    assert torch.all(equal.sum(1) == 1), "a batch point is not exactly one training point"
+    return equal.int().argmax(1).reshape(rows.shape[:-1])
+
+
+# --- generate_spirals ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_cycles", [2.0, 1.5])
+def test_class_0_is_the_spiral_formula(n_cycles):
+    X, y = generate_spirals(400, n_cycles=n_cycles, generator=gen(0))
+    assert_same_point_set(X[y == 0], spiral_formula(200, n_cycles).float())
+
+
+def test_class_1_is_class_0_turned_by_pi():
+    X, y = generate_spirals(400, generator=gen(1))
+    assert_same_point_set(X[y == 1], -X[y == 0])
+    assert_same_point_set(X[y == 1], spiral_formula(200, 2.0, start=math.pi).float())
+
+
+def test_radii_span_0_2_to_2():
+    X, _ = generate_spirals(1000, generator=gen(2))
+    r = X.norm(dim=1)
+    assert r.min() == pytest.approx(0.2, abs=1e-6)
+    assert r.max() == pytest.approx(2.0, abs=1e-6)
+
+
+def test_shapes_dtypes_and_class_balance():
+    X, y = generate_spirals(1000, generator=gen(3))
+    assert X.shape == (1000, 2) and y.shape == (1000,)
+    assert X.dtype == torch.float32 and y.dtype == torch.float32
+    assert set(y.tolist()) == {0.0, 1.0}
+    assert int((y == 0).sum()) == 500 and int((y == 1).sum()) == 500
+
+
+def test_points_are_shuffled():
+    _, y = generate_spirals(1000, generator=gen(4))
+    assert not torch.equal(y, y.sort().values)
+
+
+def test_noise_has_the_requested_std():
+    noise = 0.1
+    clean, y_clean = generate_spirals(1000, noise=0.0, generator=gen(5))
+    noisy, y_noisy = generate_spirals(1000, noise=noise, generator=gen(5))
+    assert torch.equal(y_clean, y_noisy)
+    diff = (noisy - clean).flatten()
+    # 2000 Gaussian values: the sample std has a standard error of noise / sqrt(4000) ≈ 0.0016.
+    assert diff.std().item() == pytest.approx(noise, abs=0.01)
+    assert diff.mean().item() == pytest.approx(0.0, abs=0.01)
+
+
+def test_negative_noise_raises():
+    with pytest.raises(ValueError, match="noise"):
+        generate_spirals(10, noise=-0.1)
+
+
+@pytest.mark.parametrize("n_samples", [999, 1, 0, -2])
+def test_bad_n_samples_raises(n_samples):
+    with pytest.raises(ValueError, match="n_samples"):
+        generate_spirals(n_samples)
+
+
+def test_same_seed_same_data_different_seed_different_order():
+    X1, y1 = generate_spirals(200, noise=0.05, generator=gen(7))
+    X2, y2 = generate_spirals(200, noise=0.05, generator=gen(7))
+    X3, _ = generate_spirals(200, noise=0.05, generator=gen(8))
+    assert torch.equal(X1, X2) and torch.equal(y1, y2)
+    assert not torch.equal(X1, X3)
+
+
+# --- stratified_split --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fractions", [[0.9], [0.8, 0.1], [0.25, 0.35]])
+def test_stratified_split_sizes_balance_and_cover(fractions):
+    # Unbalanced classes (30 zeros, 70 ones) so that per-class rounding is visible.
+    y = torch.cat([torch.zeros(30), torch.ones(70)])[torch.randperm(100, generator=gen(0))]
+    parts = stratified_split(y, fractions, gen(1))
+    assert len(parts) == len(fractions) + 1
+    for c, n_c in ((0, 30), (1, 70)):
+        expected = [round(f * n_c) for f in fractions]
+        expected.append(n_c - sum(expected))
+        assert [int((y[p] == c).sum()) for p in parts] == expected
+    everything = torch.cat(parts)
+    assert len(everything) == 100
+    assert torch.equal(everything.sort().values, torch.arange(100))
+
+
+def test_stratified_split_depends_on_the_seed():
+    _, y = generate_spirals(1000, generator=gen(0))
+    a = stratified_split(y, [0.9], gen(1))
+    b = stratified_split(y, [0.9], gen(1))
+    c = stratified_split(y, [0.9], gen(2))
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert set(a[1].tolist()) != set(c[1].tolist())
+
+
+# --- SpiralDataset -----------------------------------------------------------------------------
+
+
+def test_dataset_items():
+    X, y = torch.randn(5, 2), torch.tensor([0, 1, 1, 0, 1])
+    ds = SpiralDataset(X, y)
+    assert len(ds) == 5
+    x2, y2 = ds[2]
+    assert torch.equal(x2, X[2]) and y2.item() == 1.0 and y2.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "match"),
+    [
+        (torch.randn(4, 2), torch.tensor([0.0, 1.0, 2.0, 0.0]), "0 or 1"),
+        (torch.randn(4, 2), torch.tensor([0.0, 0.5, 1.0, 0.0]), "0 or 1"),
+        (torch.randn(4), torch.tensor([0.0, 1.0, 1.0, 0.0]), "X"),
+        (torch.randn(4, 2, 1), torch.tensor([0.0, 1.0, 1.0, 0.0]), "X"),
+        (torch.randn(4, 2), torch.tensor([0.0, 1.0, 1.0]), "y"),
+        (torch.randn(4, 2), torch.zeros(4, 1), "y"),
+    ],
+)
+def test_dataset_rejects_bad_input(X, y, match):
+    with pytest.raises(ValueError, match=match):
+        SpiralDataset(X, y)
+
+
+# --- SpiralDataModule --------------------------------------------------------------------------
+
+
+def make_dm(seeds=(1,), **kwargs) -> SpiralDataModule:
+    dm = SpiralDataModule(seeds=seeds, **kwargs)
+    dm.setup()
+    return dm
+
+
+def test_default_split_is_100_train_900_test():
+    dm = make_dm()
+    assert dm.train_X.shape == (1, 100, 2) and dm.train_y.shape == (1, 100)
+    assert dm.test_X.shape == (1, 900, 2) and dm.test_y.shape == (1, 900)
+    assert dm.val_X.shape[1] == 0
+    assert int(dm.train_y.sum()) == 50 and int(dm.test_y.sum()) == 450
+    # The parts are disjoint and together are the whole data set.
+    allX = torch.cat([dm.train_X[0], dm.test_X[0]])
+    assert len(torch.unique(allX, dim=0)) == 1000
+
+
+def test_validation_split():
+    dm = make_dm(test_fraction=0.8, val_fraction=0.1)
+    assert (dm.train_X.shape[1], dm.val_X.shape[1], dm.test_X.shape[1]) == (100, 100, 800)
+    assert int(dm.val_y.sum()) == 50
+    allX = torch.cat([dm.train_X[0], dm.val_X[0], dm.test_X[0]])
+    assert len(torch.unique(allX, dim=0)) == 1000
+
+
+def test_split_depends_on_the_seed():
+    a, b, c = make_dm([1]), make_dm([1]), make_dm([2])
+    assert torch.equal(a.train_X, b.train_X) and torch.equal(a.test_y, b.test_y)
+    assert not torch.equal(a.train_X, c.train_X)
+
+
+def test_multi_seed_member_equals_single_seed_run():
+    seeds = [5, 3, 11]
+    multi = make_dm(seeds)
+    assert multi.train_X.shape == (3, 100, 2)
+    for e, seed in enumerate(seeds):
+        single = make_dm([seed])
+        for name in ("train_X", "train_y", "test_X", "test_y"):
+            assert torch.equal(getattr(multi, name)[e], getattr(single, name)[0]), name
+
+
+@pytest.mark.parametrize(("pairing", "factor"), [("halves", 2), ("permute", 1)])
+def test_chunk_shapes_and_batches_of_distinct_training_points(pairing, factor):
+    S, B = 4, 8
+    dm = make_dm([1, 2], batch_size=B, pairing=pairing, steps_per_call=S)
+    out = dm.chunk(0)
+    N = factor * B
+    assert out["x"].shape == (S, 2, N, 2) and out["y"].shape == (S, 2, N)
+    for e in range(2):
+        idx = row_index(out["x"][:, e], dm.train_X[e])  # (S, N)
+        for step in idx:
+            assert len(torch.unique(step)) == N, "a point repeats within one step"
+        assert torch.equal(out["y"][:, e], dm.train_y[e][idx])
+
+
+def test_chunks_are_reproducible_and_differ_between_indices():
+    dm = make_dm([1], batch_size=4, steps_per_call=3)
+    a, b, c = dm.chunk(2), dm.chunk(2), dm.chunk(3)
+    assert torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"])
+    assert not torch.equal(a["x"], c["x"])
+    # Steps within a chunk draw different batches too.
+    assert not torch.equal(a["x"][0], a["x"][1])
+
+
+def test_multi_seed_chunk_member_equals_single_seed_chunk():
+    seeds = [4, 9]
+    multi = make_dm(seeds, batch_size=4, steps_per_call=3)
+    for e, seed in enumerate(seeds):
+        single = make_dm([seed], batch_size=4, steps_per_call=3)
+        for index in (0, 7):
+            m, s = multi.chunk(index), single.chunk(index)
+            assert torch.equal(m["x"][:, e], s["x"][:, 0])
+            assert torch.equal(m["y"][:, e], s["y"][:, 0])
+
+
+def test_training_set_too_small_for_a_step_raises():
+    # 100 training points; halves pairing draws 2 × 60 per step.
+    with pytest.raises(ValueError, match="120"):
+        make_dm(batch_size=60, pairing="halves")
+    assert make_dm(batch_size=60, pairing="permute").train_X.shape[1] == 100

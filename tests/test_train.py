@@ -1,0 +1,120 @@
+"""train(cfg): reproducibility, vectorized seeds, failures and resuming, in process."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from spiralmix.train import build_module, train
+from tests.conftest import TINY, members
+
+TIMINGS = {"wall_time_s", "steps_per_s"}
+
+
+def _without_timings(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in TIMINGS}
+
+
+def test_same_config_and_seed_give_identical_results(tmp_path, tiny_config):
+    cfg = tiny_config("regularizer=mixup", "model.p=0.1")
+    first = train(cfg, tmp_path / "a")[0]
+    second = train(cfg, tmp_path / "b")[0]
+    assert _without_timings(first) == _without_timings(second)
+    assert first["history"][-1]["step"] == 200
+
+
+def test_different_seeds_give_different_data_and_results(tmp_path, tiny_config):
+    first = train(tiny_config("seed=1"), tmp_path / "a")[0]
+    second = train(tiny_config("seed=2"), tmp_path / "b")[0]
+    assert first["final"]["test/loss"] != second["final"]["test/loss"]
+    data_a = torch.load(tmp_path / "a" / "boundary.pt", weights_only=True)
+    data_b = torch.load(tmp_path / "b" / "boundary.pt", weights_only=True)
+    assert not torch.equal(data_a["train_X"], data_b["train_X"])
+
+
+@pytest.mark.parametrize("regularizer", ["mixup", "dropout"])
+def test_vectorized_seed_trains_like_a_separate_run(tmp_path, tiny_config, regularizer):
+    """Member e of seeds=[...] draws exactly what a run of seeds[e] draws, and its metrics
+    agree within float32 rounding (batched matrix products sum in another order)."""
+    together = train(tiny_config(f"regularizer={regularizer}", "seeds=[7,8,9]"), tmp_path / "e")
+    alone = train(tiny_config(f"regularizer={regularizer}", "seed=8"), tmp_path / "s")[0]
+    member = together[1]
+    assert member["seed"] == 8 and (tmp_path / "e" / "seed=8" / "metrics.json").is_file()
+    assert [h["step"] for h in member["history"]] == [h["step"] for h in alone["history"]]
+    for mine, theirs in zip(member["history"], alone["history"]):
+        for key in ("test/loss", "test/acc", "train_clean/loss"):
+            assert mine[key] == pytest.approx(theirs[key], abs=1e-4), key
+
+    cfg = tiny_config(f"regularizer={regularizer}")
+    draws_together = build_module(members(cfg, [7, 8, 9]))._draw(chunk=2, n_steps=50)
+    draws_alone = build_module(members(cfg, [8]))._draw(chunk=2, n_steps=50)
+    for key, value in draws_alone.items():
+        assert torch.equal(draws_together[key][:, 1:2], value), key
+
+
+def test_non_finite_loss_stops_the_run_and_is_recorded(tmp_path, tiny_config):
+    result = train(tiny_config("model.lr=1e30"), tmp_path)[0]
+    assert result["status"] == "failed"
+    assert result["failed_step"] >= 1 and str(result["failed_step"]) in result["error"]
+    assert result["steps"] < 200  # it stopped early
+    saved = json.loads((tmp_path / "metrics.json").read_text())  # strict JSON: NaN → null
+    assert saved["status"] == "failed" and saved["final"]["test/loss"] is None
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def _event_steps(run_dir, tag: str, kind: str = "Scalars") -> list[int]:
+    acc = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    return [event.step for event in getattr(acc, kind)(tag)]
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    args = [
+        "regularizer=mixup", "model.p=0.1", *TINY, "trainer.max_steps=1000",
+        "trainer.checkpoint_every_n_steps=200", "trainer.eval_every_n_steps=200",
+    ]  # fmt: skip
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    run = [sys.executable, "-m", "spiralmix", *args]
+    subprocess.run([*run, f"hydra.run.dir={reference}"], check=True, capture_output=True)
+
+    process = subprocess.Popen([*run, f"hydra.run.dir={interrupted}"], stdout=subprocess.DEVNULL)
+    checkpoint = interrupted / "checkpoints" / "step=400.ckpt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (interrupted / "metrics.json").exists(), "killed too late to test resuming"
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "spiralmix", f"resume={interrupted}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    expected = json.loads((reference / "metrics.json").read_text())
+    result = json.loads((interrupted / "metrics.json").read_text())
+    assert _without_timings(result) == _without_timings(expected)
+    # Every evaluation and every step appears once in TensorBoard's view of the run.
+    evaluations = list(range(0, 1001, 200))
+    assert _event_steps(interrupted, "test/acc") == evaluations
+    assert _event_steps(interrupted, "boundary/probability", "Images") == evaluations
+    assert _event_steps(interrupted, "train/loss") == list(range(1, 1001))
+    # The saved config is the original one, not the resume command's.
+    assert "trainer.max_steps=1000" in (interrupted / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_checkpoints_load_without_unpickling_objects(tmp_path, tiny_config):
+    train(tiny_config(), tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 200
+    assert [h["step"] for h in checkpoint["spiralmix"]["history"]] == [0, 100, 200]
+    assert math.isfinite(checkpoint["spiralmix"]["train_time_s"])
