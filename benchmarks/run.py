@@ -2,7 +2,7 @@
 
 One command, one machine, one torch thread per training process:
 
-    .venv/bin/python benchmarks/run.py                                   # full: ~50 min on 2 cores
+    .venv/bin/python benchmarks/run.py                                   # full: ~40 min on 2 cores
     .venv/bin/python benchmarks/run.py --steps 5000 --grid-steps 2000    # a quick check
 
 It measures, each training in its own subprocess:
@@ -179,6 +179,13 @@ def measure(cmd: list[str], log_dir: Path, name: str) -> Process:
     )
 
 
+def load_json(path: Path, name: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise BenchmarkError(f"{name} exited 0 but left no readable {path}: {err}") from err
+
+
 def run_spiralmix(regularizer: str, steps: int, eval_every: int, work: Path, tag: str) -> dict:
     run_dir = work / tag
     cmd = [
@@ -193,7 +200,7 @@ def run_spiralmix(regularizer: str, steps: int, eval_every: int, work: Path, tag
         f"hydra.run.dir={run_dir}",
     ]
     process = measure(cmd, work, tag)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = load_json(run_dir / "metrics.json", tag)
     shutil.rmtree(run_dir)  # TensorBoard figures and checkpoints add up over a long benchmark
     return {
         "steps": metrics["steps"],
@@ -218,7 +225,7 @@ def run_plain(regularizer: str, steps: int, eval_every: int, work: Path, tag: st
         f"--json={result_file}",
     ]
     process = measure(cmd, work, tag)
-    result = json.loads(result_file.read_text())
+    result = load_json(result_file, tag)
     shutil.rmtree(run_dir, ignore_errors=True)
     return {
         "steps": result["steps"],
@@ -229,7 +236,7 @@ def run_plain(regularizer: str, steps: int, eval_every: int, work: Path, tag: st
     }
 
 
-def run_grid(steps: int, eval_every: int, work: Path) -> dict:
+def run_grid(steps: int, eval_every: int, work: Path, out: Path) -> dict:
     sweep_dir = work / "grid"
     seeds = ",".join(map(str, GRID_SEEDS))
     cmd = [
@@ -247,19 +254,22 @@ def run_grid(steps: int, eval_every: int, work: Path) -> dict:
     ]
     process = measure(cmd, work, "grid")
     jobs = {}
-    for regularizer in REGULARIZERS:
-        job_dir = sweep_dir / f"regularizer={regularizer}"
-        files = [job_dir / f"seed={s}" / "metrics.json" for s in GRID_SEEDS]
-        missing = [str(f) for f in files if not f.exists()]
-        if missing:
-            raise BenchmarkError(f"the grid finished without {', '.join(missing)}")
-        first = json.loads(files[0].read_text())  # the seeds of a job share one fit loop
-        jobs[regularizer] = {
-            "steps_per_s": first["steps_per_s"],
-            "fit_wall_s": first["wall_time_s"],
+    files = sorted(sweep_dir.glob("*/regularizer=*,seed=*/metrics.json"))
+    if len(files) != len(REGULARIZERS) * len(GRID_SEEDS):
+        raise BenchmarkError(f"the grid finished with {len(files)} of 30 metrics.json files")
+    for path in files:  # the runs of a job share one fit loop: one rate per job
+        metrics = load_json(path, "grid")
+        jobs[path.parent.parent.name] = {
+            "steps_per_s": metrics["steps_per_s"],
+            "fit_wall_s": metrics["wall_time_s"],
+            "runs_in_process": metrics["members_in_process"],
         }
+    for name in ("report.md", "report.csv", "boundaries.png", "curves.png"):
+        if (sweep_dir / name).is_file():  # the grid's own comparison, kept with the results
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copy(sweep_dir / name, out / f"grid_{name}")
     shutil.rmtree(sweep_dir)
-    return {"command": " ".join(cmd[1:]), "jobs": jobs, "process": asdict(process)}
+    return {"command": " ".join(cmd), "jobs": jobs, "process": asdict(process)}
 
 
 def machine() -> dict:
@@ -343,7 +353,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
 
     # b. The grid, end to end, against the plain loop's serial time.
     say(f"b. grid: 6 regularizers × {len(GRID_SEEDS)} seeds, {args.grid_steps:,} steps")
-    grid = run_grid(args.grid_steps, args.eval_every, work)
+    grid = run_grid(args.grid_steps, args.eval_every, work, Path(args.out))
     p = grid["process"]
     say(
         f"  spiralmix grid: {p['wall_s']:.1f} s end to end, {p['max_workers']} jobs at once, "
@@ -351,8 +361,9 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
     )
     results["load_average"]["after_grid"] = load()
     plain_rates = {}
+    reuse = args.grid_steps == args.steps
     for regularizer in REGULARIZERS:
-        if args.grid_steps == args.steps and regularizer in single:
+        if reuse and regularizer in single:
             rate = results["single"][regularizer]["best_steps_per_s"]["plain"]
             say(f"  plain     {regularizer:<12} {rate:>7,.0f} steps/s  (from a.)")
         else:
@@ -365,13 +376,19 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
     grid.update(
         plain_steps_per_s=plain_rates,
         plain_serial_s=plain_serial,
-        plain_serial_method="computed: Σ_regularizers 5 × N / (steps/s of one plain run, seed 123)",
+        plain_serial_method=(
+            "computed: Σ_regularizers 5 × N / (steps/s of one plain run, seed 123"
+            + (", best of part a for none and mixup)" if reuse else ")")
+        ),
         speedup=plain_serial / p["wall_s"],
     )
     if args.grid_steps < FULL_STEPS:
         scale = FULL_STEPS / args.grid_steps
         grid["extrapolated_to_full"] = {
-            "method": f"linear: × {FULL_STEPS:,} / {args.grid_steps:,} (start-up scaled too)",
+            "method": (
+                f"linear: × {FULL_STEPS:,} / {args.grid_steps:,}, start-up and evaluations "
+                "scaled too, so both are overestimates"
+            ),
             "spiralmix_grid_s": p["wall_s"] * scale,
             "plain_serial_s": plain_serial * scale,
         }
@@ -425,7 +442,43 @@ def markdown(res: dict) -> str:
             best = max(r["runs"][side], key=lambda x: x["steps_per_s"])
             cells.append(f"{best['fit_wall_s']:.1f} / {best['process']['wall_s']:.1f}")
         lines.append(f"| {reg} | {cells[0]} | {cells[1]} |")
+    g = res["grid"]
+    gp = g["process"]
+    ok = g["speedup"] >= t["grid_speedup"]
     lines += [
+        "",
+        f"## b. Grid: 6 regularizers × {len(s['grid_seeds'])} seeds, {s['grid_steps']:,} steps",
+        "",
+        "| | wall time (s) |",
+        "| --- | ---: |",
+        "| spiralmix `python -m spiralmix -m experiment=compare hydra/launcher=joblib`, "
+        f"{gp['max_workers']} jobs at once (measured end to end, start-up included) "
+        f"| {gp['wall_s']:,.1f} |",
+        f"| plain loop, serial ({g['plain_serial_method']}) | {g['plain_serial_s']:,.1f} |",
+        f"| **plain serial / spiralmix grid** (target ≥ {t['grid_speedup']}×, met: {mark(ok)}) "
+        f"| **{g['speedup']:.2f}×** |",
+        "",
+    ]
+    if "extrapolated_to_full" in g:
+        x = g["extrapolated_to_full"]
+        lines += [
+            f"Rough extrapolation to {FULL_STEPS:,} steps ({x['method']}; not measured): "
+            f"spiralmix grid {x['spiralmix_grid_s']:,.0f} s, "
+            f"plain serial {x['plain_serial_s']:,.0f} s.",
+            "",
+        ]
+    lines += ["| plain loop (seed 123) | steps/s |", "| --- | ---: |"]
+    lines += [f"| {reg} | {rate:,.0f} |" for reg, rate in g["plain_steps_per_s"].items()]
+    lines += ["", "| spiralmix job | runs side by side | steps/s |", "| --- | ---: | ---: |"]
+    lines += [
+        f"| {job} | {j['runs_in_process']} | {j['steps_per_s']:,.0f} |"
+        for job, j in g["jobs"].items()
+    ]
+    lines += [
+        "",
+        f"Grid memory (polled from /proc every 0.5 s): at most {gp['max_workers']} jobs at once; "
+        f"peak sum of RSS over the process tree {gp['tree_peak_rss_mb']:,.0f} MB; "
+        f"largest per-process peak RSS {gp['max_process_peak_rss_mb']:,.0f} MB.",
         "",
         "## c. Peak RSS of one run (MB, largest of the repeats; wait4 ru_maxrss)",
         "",
@@ -439,43 +492,7 @@ def markdown(res: dict) -> str:
             f"| {reg} | {rss['spiralmix']:.0f} | {rss['plain']:.0f} | {r['rss_ratio']:.2f}× "
             f"| ≤ {t['rss_ratio']}× | {mark(ok)} |"
         )
-    g = res["grid"]
-    gp = g["process"]
-    ok = g["speedup"] >= t["grid_speedup"]
-    lines += [
-        "",
-        f"## b. Grid: 6 regularizers × {len(s['grid_seeds'])} seeds, {s['grid_steps']:,} steps",
-        "",
-        "| | wall time (s) |",
-        "| --- | ---: |",
-        f"| spiralmix `{g['command']}` (measured end to end, start-up included) "
-        f"| {gp['wall_s']:,.1f} |",
-        f"| plain loop, serial ({g['plain_serial_method']}) | {g['plain_serial_s']:,.1f} |",
-        f"| **plain serial / spiralmix grid** (target ≥ {t['grid_speedup']}×, met: {mark(ok)}) "
-        f"| **{g['speedup']:.2f}×** |",
-        "",
-    ]
-    if "extrapolated_to_full" in g:
-        x = g["extrapolated_to_full"]
-        lines += [
-            f"Extrapolated to {FULL_STEPS:,} steps ({x['method']}; not measured): spiralmix grid "
-            f"{x['spiralmix_grid_s']:,.0f} s, plain serial {x['plain_serial_s']:,.0f} s.",
-            "",
-        ]
-    lines += [
-        "| regularizer | plain loop steps/s (seed 123) | spiralmix job steps/s (5 seeds each) |",
-        "| --- | ---: | ---: |",
-    ]
-    for reg, rate in g["plain_steps_per_s"].items():
-        lines.append(f"| {reg} | {rate:,.0f} | {g['jobs'][reg]['steps_per_s']:,.0f} |")
-    lines += [
-        "",
-        f"Grid memory (polled from /proc every 0.5 s): at most {gp['max_workers']} jobs at once; "
-        f"peak sum of RSS over the process tree {gp['tree_peak_rss_mb']:,.0f} MB; "
-        f"largest per-process peak RSS {gp['max_process_peak_rss_mb']:,.0f} MB.",
-        "",
-    ]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,11 +18,15 @@ def sample_layers(k_min: int, k_max: int, n: int, generator: torch.Generator) ->
     return torch.randint(k_min, k_max + 1, (n,), generator=generator)
 
 
-def sample_gamma(alpha: float, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n draws from Gamma(alpha, 1) (Marsaglia & Tsang, 2000), float64 (n,)."""
+def sample_log_gamma(alpha: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n draws of log X for X ~ Gamma(alpha, 1) (Marsaglia & Tsang, 2000), float64 (n,).
+
+    Logarithms keep small alphas finite: for alpha < 1, X = Gamma(alpha + 1) · U^(1/alpha)
+    underflows to 0 in float64 long before log X does.
+    """
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    boost = alpha < 1  # Gamma(a) = Gamma(a + 1) · U^(1/a) for a < 1
+    boost = alpha < 1
     d = (alpha + 1 if boost else alpha) - 1.0 / 3.0
     c = 1.0 / math.sqrt(9.0 * d)
     out = torch.empty(n, dtype=torch.float64)
@@ -32,18 +36,30 @@ def sample_gamma(alpha: float, n: int, generator: torch.Generator) -> torch.Tens
         u = torch.rand(len(todo), generator=generator, dtype=torch.float64)
         v = (1 + c * x) ** 3
         ok = (v > 0) & (torch.log(u) < 0.5 * x**2 + d - d * v + d * torch.log(v.clamp_min(1e-300)))
-        out[todo[ok]] = d * v[ok]
+        out[todo[ok]] = math.log(d) + torch.log(v[ok])
         todo = todo[~ok]
     if boost:
-        out *= torch.rand(n, generator=generator, dtype=torch.float64) ** (1.0 / alpha)
+        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        out += torch.log(u.clamp_min(torch.finfo(torch.float64).tiny)) / alpha
     return out
 
 
+def sample_gamma(alpha: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n draws from Gamma(alpha, 1), float64 (n,)."""
+    return sample_log_gamma(alpha, n, generator).exp()
+
+
 def sample_lambda(alpha: float, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n mixing weights λ ~ Beta(alpha, alpha) in (0, 1); float32 (n,)."""
-    a = sample_gamma(alpha, n, generator)
-    b = sample_gamma(alpha, n, generator)
-    return (a / (a + b)).float()
+    """n mixing weights λ ~ Beta(alpha, alpha), float32 (n,), in (0, 1).
+
+    λ = A / (A + B) = sigmoid(log A − log B) for A, B ~ Gamma(alpha); clamped to the open
+    interval because float32 rounds values within 6e-8 of 1 up to 1.
+    """
+    log_a = sample_log_gamma(alpha, n, generator)
+    log_b = sample_log_gamma(alpha, n, generator)
+    lam = torch.sigmoid(log_a - log_b).float()
+    tiny = torch.finfo(torch.float32).tiny
+    return lam.clamp(tiny, 1 - torch.finfo(torch.float32).eps / 2)
 
 
 def mix(a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor | float) -> torch.Tensor:
