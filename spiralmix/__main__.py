@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from spiralmix.config import ConfigError, register
-from spiralmix.plan import plan_run
+from spiralmix.plan import plan_run, resolve_resume
 
 register()
 
@@ -31,6 +31,8 @@ def main(cfg: DictConfig) -> float | None:
     try:  # check the config before the slow imports, and before anything is written
         plan = plan_run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
     except ConfigError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
         print(f"spiralmix: error: {err}", file=sys.stderr)
         if sweeping:  # the other jobs go on; the report lists this one as not finished
             return None
@@ -61,7 +63,12 @@ def check_overrides(argv: list[str]) -> None:
     conf_dir = str(Path(__file__).resolve().parents[1] / "conf")
     try:
         with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-            compose("config", overrides=argv)
+            cfg = compose("config", overrides=argv)
+        if cfg.resume is not None:  # before Hydra makes the folder it names
+            resolve_resume(cfg)
+    except ConfigError as err:
+        print(f"spiralmix: error: {err}", file=sys.stderr)
+        sys.exit(2)
     except (HydraException, OmegaConfBaseException) as err:
         # Hydra's first line names the override, its cause's first line says what is wrong.
         lines = [str(e).strip().splitlines()[0] for e in (err, err.__cause__) if e is not None]

@@ -17,7 +17,8 @@ class BoundaryImages(pl.Callback):
 
     Tags: ``boundary/test_data`` (once), ``boundary/probability``,
     ``boundary/probability_train``, and with ``diagnostics`` also
-    ``calibration/reliability`` and ``flatten/spectrum``. The module's evaluation cadence
+    ``calibration/reliability`` and ``flatten/spectrum``; when the last hidden layer has 2
+    units, ``bottleneck/hidden_space`` (input and hidden space). The module's evaluation cadence
     decides when; figures are drawn from the tensors it kept, so nothing is evaluated twice.
     """
 
@@ -68,6 +69,14 @@ class BoundaryImages(pl.Callback):
                 spectra = [sv[e] for sv in latest["spectra"]]
                 images["calibration/reliability"] = panels["reliability"].render(stats, title)
                 images["flatten/spectrum"] = panels["spectrum"].render(spectra, title)
+            if "bottleneck" in panels:
+                images["bottleneck/hidden_space"] = panels["bottleneck"].render(
+                    latest["grid_p"][e],
+                    latest["hidden_grid"][e],
+                    latest["hidden_grid_p"][e],
+                    latest["hidden_codes"][e],
+                    title,
+                )
             for tag, image in images.items():
                 writer.add_image(tag, image, step, dataformats="HWC")
 
@@ -76,12 +85,15 @@ class BoundaryImages(pl.Callback):
         grid = pl_module.last_eval["grid"][e]
         widths = [dm.train_X.shape[-1], *pl_module.hparams.hidden_dims]
         edges = torch.linspace(0.5, 1.0, pl_module.hparams.ece_bins + 1)
-        return {
+        panels = {
             "probability": plots.BoundaryPanel(grid),
             "train": plots.BoundaryPanel(grid, dm.train_X[e], dm.train_y[e]),
             "reliability": plots.ReliabilityPanel(edges),
             "spectrum": plots.SpectrumPanel(widths),
         }
+        if "hidden_codes" in pl_module.last_eval:  # the last hidden layer has 2 units
+            panels["bottleneck"] = plots.BottleneckPanel(grid, dm.train_X[e], dm.train_y[e])
+        return panels
 
 
 class HparamsWithResults(pl.Callback):

@@ -268,6 +268,15 @@ class MixupClassifier(pl.LightningModule):
             out[f"flatten/layer{k}/n_significant"] = sig.mean(-1)
             spectra.append(sv)
         self.last_eval.update(grid=grid, grid_p=grid_p, spectra=spectra, step=self.global_step)
+        if self.net.dims[-2] == 2:  # a 2-D bottleneck: its hidden space can be drawn
+            codes = self.net(dm.train_X, 0, self.net.n_hidden)  # (E, n_train, 2)
+            # ±10% of the codes' span per axis: their scale is arbitrary and changes in training.
+            margin = 0.1 * (codes.amax(1) - codes.amin(1)).clamp_min(1e-3)
+            hidden_grid = self.grid(codes, margin)  # (E, R², 2)
+            hidden_grid_p = torch.sigmoid(self.net(hidden_grid, self.net.n_hidden))  # (E, R²)
+            self.last_eval.update(
+                hidden_codes=codes, hidden_grid=hidden_grid, hidden_grid_p=hidden_grid_p
+            )
         self.train(was_training)
 
         step = self.global_step
@@ -277,10 +286,11 @@ class MixupClassifier(pl.LightningModule):
         self.history.append({"step": step, **{k: v.tolist() for k, v in out.items()}})
         return out
 
-    def grid(self, X: torch.Tensor) -> torch.Tensor:
-        """A resolution² grid per member covering its points X (E, N, 2) ± 0.5: (E, R², 2)."""
+    def grid(self, X: torch.Tensor, margin: float | torch.Tensor = 0.5) -> torch.Tensor:
+        """A resolution² grid per member covering its points X (E, N, 2) ± margin (a number,
+        or (E, 2) per member and axis): (E, R², 2)."""
         R = self.hparams.grid_resolution
-        lo, hi = X.amin(1) - 0.5, X.amax(1) + 0.5  # (E, 2)
+        lo, hi = X.amin(1) - margin, X.amax(1) + margin  # (E, 2)
         t = torch.linspace(0, 1, R)
         xs = lo[:, :1] + (hi[:, :1] - lo[:, :1]) * t  # (E, R)
         ys = lo[:, 1:] + (hi[:, 1:] - lo[:, 1:]) * t

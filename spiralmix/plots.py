@@ -278,3 +278,71 @@ class SpectrumPanel(_LiveFigure):
             self._background = None
         self.title.set_text(title)
         return self._pixels()
+
+
+class BottleneckPanel(_LiveFigure):
+    """Verma et al. (2019), Figure 1, for a network whose last hidden layer has 2 units.
+
+    Left: the probability of class 1 over a fixed input grid (R², 2) with the training
+    points X (N, 2), y (N,). Right: the classifier's probability over a grid of the 2-D
+    hidden space with the training points' hidden codes on top. The hidden codes move at
+    each evaluation, and the hidden axes with them, so every render is a full draw (~0.2 s;
+    only bottleneck runs pay for it).
+    """
+
+    def __init__(self, grid: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> None:
+        super().__init__(Figure(figsize=(9.6, 4.4), dpi=90))
+        ax_in, self.ax_hidden = self.fig.subplots(1, 2)
+        self.R = int(round(len(grid) ** 0.5))
+        self.y = y
+        norm = BoundaryNorm(LEVELS, 256)
+        extent = (float(grid[:, 0].min()), float(grid[:, 0].max()),
+                  float(grid[:, 1].min()), float(grid[:, 1].max()))  # fmt: skip
+        self.image_in = ax_in.imshow(
+            np.full((self.R, self.R), 0.5), origin="lower", extent=extent, cmap=CMAP,
+            norm=norm, interpolation="bilinear", aspect="equal",
+        )  # fmt: skip
+        _points(ax_in, X, y, size=16, edge=True)
+        ax_in.set_xlim(extent[:2])
+        ax_in.set_ylim(extent[2:])
+        ax_in.set_xlabel("$x_1$")
+        ax_in.set_ylabel("$x_2$")
+        ax_in.set_title("input space", fontsize=9)
+        self.image_hidden = self.ax_hidden.imshow(
+            np.full((self.R, self.R), 0.5), origin="lower", extent=(0, 1, 0, 1), cmap=CMAP,
+            norm=norm, interpolation="bilinear", aspect="equal",
+        )  # fmt: skip
+        _points(self.ax_hidden, torch.zeros(len(y), 2), y, size=16, edge=True)
+        self.codes = self.ax_hidden.collections  # one scatter per class
+        self.ax_hidden.set_xlabel("$h_1$")
+        self.ax_hidden.set_ylabel("$h_2$")
+        self.ax_hidden.set_title("hidden space (2-unit bottleneck)", fontsize=9)
+        self.fig.subplots_adjust(left=0.07, right=0.89, bottom=0.11, top=0.88, wspace=0.25)
+        cax = self.fig.add_axes((0.91, 0.11, 0.015, 0.77))
+        self.fig.colorbar(self.image_hidden, cax=cax, label="p(class 1)",
+                          ticks=[0, 0.25, 0.5, 0.75, 1])  # fmt: skip
+        self.title = self.fig.text(0.48, 0.98, "", ha="center", va="top", fontsize=10)
+
+    def render(
+        self,
+        p: torch.Tensor,
+        hidden_grid: torch.Tensor,
+        hidden_p: torch.Tensor,
+        codes: torch.Tensor,
+        title: str,
+    ) -> np.ndarray:
+        """p (R²,) over the input grid; hidden_p (R², ) over hidden_grid (R², 2), a square
+        grid covering codes (N, 2), the training points' hidden codes."""
+        self.image_in.set_data(p.reshape(self.R, self.R).numpy())
+        R = int(round(len(hidden_grid) ** 0.5))
+        extent = (float(hidden_grid[:, 0].min()), float(hidden_grid[:, 0].max()),
+                  float(hidden_grid[:, 1].min()), float(hidden_grid[:, 1].max()))  # fmt: skip
+        self.image_hidden.set_data(hidden_p.reshape(R, R).numpy())
+        self.image_hidden.set_extent(extent)
+        for label, scatter in enumerate(self.codes):
+            scatter.set_offsets(codes[self.y == label].numpy())
+        self.ax_hidden.set_xlim(extent[:2])
+        self.ax_hidden.set_ylim(extent[2:])
+        self.title.set_text(title)
+        self.canvas.draw()
+        return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
