@@ -1,0 +1,93 @@
+"""Property-based checks: any valid config trains; any invalid value is rejected cleanly."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+
+from spiralmix.config import ConfigError, split_sizes, validate
+from spiralmix.train import train
+from tests.conftest import compose_config
+
+FAST = [
+    "trainer.max_steps=20", "trainer.steps_per_call=10", "trainer.eval_every_n_steps=10",
+    "trainer.checkpoint_every_n_steps=20", "trainer.progress_bar=false",
+    "evaluation.grid_resolution=8", "evaluation.diagnostic_figures=false",
+]  # fmt: skip
+BASE = compose_config(FAST)
+
+
+@st.composite
+def valid_configs(draw):
+    cfg = BASE.copy()
+    hidden = draw(st.lists(st.integers(2, 12), min_size=1, max_size=3))
+    cfg.model.hidden_dims = hidden
+    cfg.model.p = draw(st.floats(0.0, 0.8))
+    cfg.model.lr = draw(st.floats(1e-4, 1e-2))
+    cfg.model.weight_decay = draw(st.floats(0.0, 1.0))
+    cfg.data.n_samples = 2 * draw(st.integers(30, 200))
+    cfg.data.noise = draw(st.floats(0.0, 0.3))
+    cfg.data.n_cycles = draw(st.floats(0.5, 3.0))
+    cfg.data.test_fraction = draw(st.floats(0.2, 0.8))
+    cfg.mixup.enabled = draw(st.booleans())
+    cfg.mixup.alpha = draw(st.floats(0.05, 5.0))
+    k_min = draw(st.integers(0, len(hidden)))
+    cfg.mixup.layers = draw(st.sampled_from([None, [k_min, draw(st.integers(k_min, len(hidden)))]]))
+    cfg.mixup.pairing = draw(st.sampled_from(["halves", "permute"]))
+    per_step = 2 if cfg.mixup.pairing == "halves" else 1
+    cfg.data.batch_size = draw(st.integers(1, split_sizes(cfg)["train"] // per_step))
+    cfg.seed = draw(st.integers(0, 2**31 - 1))
+    return cfg
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=valid_configs())
+def test_valid_configs_train_a_few_steps(cfg):
+    validate(cfg)
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = train(cfg, run_dir)[0]
+    assert result["status"] == "completed"
+    assert result["steps"] == 20
+    assert all(math.isfinite(v) for v in result["final"].values() if v is not None)
+    assert 0 <= result["final"]["test/acc"] <= 1
+
+
+BREAKERS = {
+    "model.p": st.one_of(st.floats(1.0, 10.0), st.floats(-10.0, -1e-6)),
+    "model.lr": st.floats(-10.0, 0.0),
+    "model.weight_decay": st.floats(-10.0, -1e-6),
+    "data.n_samples": st.one_of(
+        st.integers(-1000, 0), st.integers(0, 500).map(lambda n: 2 * n + 1)
+    ),
+    "data.test_fraction": st.one_of(st.floats(1.0, 5.0), st.floats(-5.0, 0.0)),
+    "data.batch_size": st.one_of(st.integers(-100, 0), st.integers(51, 10_000)),
+    "mixup.alpha": st.floats(-10.0, 0.0),
+    "mixup.layers": st.one_of(
+        st.tuples(st.integers(1, 3), st.integers(0, 0)).map(list),
+        st.tuples(st.integers(0, 3), st.integers(4, 50)).map(list),
+    ),
+    "model.hidden_dims": st.one_of(
+        st.just([]), st.lists(st.integers(-5, 0), min_size=1, max_size=3)
+    ),
+    "trainer.max_steps": st.integers(-1000, 0),
+    "trainer.eval_every_n_steps": st.one_of(st.integers(-100, 0), st.integers(11, 19)),
+    "mixup.pairing": st.text(min_size=1, max_size=8).filter(
+        lambda s: s not in ("halves", "permute")
+    ),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(key=st.sampled_from(sorted(BREAKERS)), data=st.data())
+def test_invalid_values_are_rejected_naming_the_key(key, data):
+    cfg = BASE.copy()
+    value = data.draw(BREAKERS[key])
+    OmegaConf.update(cfg, key, value)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert key in str(err.value) or (key == "model.hidden_dims" and "hidden_dims" in str(err.value))
