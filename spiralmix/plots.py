@@ -317,6 +317,10 @@ class BottleneckPanel(_LiveFigure):
         self.ax_hidden.set_xlabel("$h_1$")
         self.ax_hidden.set_ylabel("$h_2$")
         self.ax_hidden.set_title("hidden space (2-unit bottleneck)", fontsize=9)
+        # White rims: well-fitted points sit on the saturated background of their own colour.
+        for scatter in (*ax_in.collections, *self.codes):
+            scatter.set_edgecolor("white")
+            scatter.set_linewidth(0.6)
         self.fig.subplots_adjust(left=0.07, right=0.89, bottom=0.11, top=0.88, wspace=0.25)
         cax = self.fig.add_axes((0.91, 0.11, 0.015, 0.77))
         self.fig.colorbar(self.image_hidden, cax=cax, label="p(class 1)",
