@@ -13,7 +13,6 @@ help:  ## show this help
 
 $(BIN)/spiralmix-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH) -e '.[dev]'
 	touch $@
 
