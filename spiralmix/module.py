@@ -1,4 +1,4 @@
-"""The LightningModule: trains an ensemble of MLPs (one per seed) with optional manifold mixup."""
+"""The LightningModule: trains an ensemble of MLPs (one per run) with optional manifold mixup."""
 
 from __future__ import annotations
 
