@@ -92,7 +92,7 @@ def test_mixup_preset_mixes_at_every_layer(make_cfg):
     from spiralmix.module import MixupClassifier
 
     module = MixupClassifier(hidden_dims=list(cfg.model.hidden_dims), mixup_layers=None)
-    assert (module.k_min, module.k_max) == (0, 3)
+    assert module.mixup_layers == [(0, 3)]
 
 
 def test_input_mixup_preset(make_cfg):
