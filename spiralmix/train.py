@@ -21,7 +21,6 @@ from spiralmix.data import SpiralDataModule
 from spiralmix.module import MixupClassifier
 from spiralmix.plan import RunPlan, plan_run
 
-
 # Lightning's own chatter (GPU availability, "max_steps reached") says nothing useful here.
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
     logging.getLogger(_name).setLevel(logging.WARNING)
