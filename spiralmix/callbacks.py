@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from tqdm.auto import tqdm
 
-from spiralmix import metrics, plots
+from spiralmix import plots
 
 
 class BoundaryImages(pl.Callback):
@@ -62,10 +62,7 @@ class BoundaryImages(pl.Callback):
                 "boundary/probability_train": panels["train"].render(latest["grid_p"][e], title),
             }
             if self.diagnostics:
-                stats = metrics.reliability(
-                    latest["test_p"][e : e + 1], dm.test_y[e : e + 1], pl_module.hparams.ece_bins
-                )
-                stats = {k: v if k == "edges" else v[0] for k, v in stats.items()}
+                stats = {k: v if k == "edges" else v[e] for k, v in latest["reliability"].items()}
                 spectra = [sv[e] for sv in latest["spectra"]]
                 images["calibration/reliability"] = panels["reliability"].render(stats, title)
                 images["flatten/spectrum"] = panels["spectrum"].render(spectra, title)

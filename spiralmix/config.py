@@ -103,13 +103,24 @@ def _require(ok: bool, key: str, value: object, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
-def _check_known_keys(cfg: DictConfig, schema: type = None, prefix: str = "") -> None:
+def _check_known_keys(cfg: DictConfig, schema: type | None = None, prefix: str = "") -> None:
     """Reject keys the schema does not know (``+key=value`` gets past Hydra's own check)."""
     known = {f.name: f for f in fields(schema or Config)}
     for key in cfg:
         _require(key in known, f"{prefix}{key}", cfg[key], "is not a spiralmix setting")
         if is_dataclass(known[key].default_factory):
             _check_known_keys(cfg[key], known[key].default_factory, f"{prefix}{key}.")
+
+
+def flatten(container: dict, prefix: str = "") -> dict:
+    """Nested settings as dotted keys: {'model': {'p': 0.2}} → {'model.p': 0.2}."""
+    flat = {}
+    for key, value in container.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def split_sizes(cfg: DictConfig) -> dict[str, int]:

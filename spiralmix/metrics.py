@@ -49,9 +49,13 @@ def reliability(p: torch.Tensor, y: torch.Tensor, n_bins: int = 15) -> dict[str,
 
 def expected_calibration_error(p: torch.Tensor, y: torch.Tensor, n_bins: int = 15) -> torch.Tensor:
     """ECE: Σ_bins (n_bin / N) · |accuracy_bin − confidence_bin|, in [0, 1]."""
-    stats = reliability(p, y, n_bins)
+    return calibration_error(reliability(p, y, n_bins))
+
+
+def calibration_error(stats: dict[str, torch.Tensor]) -> torch.Tensor:
+    """ECE from :func:`reliability` statistics (for callers that also draw the diagram)."""
     gap = (stats["accuracy"] - stats["confidence"]).abs().nan_to_num(0.0)
-    return (stats["count"] * gap).sum(-1) / p.shape[-1]
+    return (stats["count"] * gap).sum(-1) / stats["count"].sum(-1)
 
 
 def uncertain_fraction(p: torch.Tensor, low: float = 0.25, high: float = 0.75) -> torch.Tensor:

@@ -253,15 +253,18 @@ class MixupClassifier(pl.LightningModule):
             if split == "test":
                 out["test/nll"] = out["test/loss"]
                 out["test/brier"] = metrics.brier_score(p, y)
-                out["test/ece"] = metrics.expected_calibration_error(p, y, hp.ece_bins)
-                self.last_eval["test_p"] = p
+                stats = metrics.reliability(p, y, hp.ece_bins)  # also the diagram's data
+                out["test/ece"] = metrics.calibration_error(stats)
+                self.last_eval.update(test_p=p, reliability=stats)
         grid = self.grid(dm.test_X)
         grid_p = self(grid)
         out["boundary/uncertain_fraction"] = metrics.uncertain_fraction(grid_p)
         out["ood/confidence"] = metrics.mean_confidence(self(metrics.ring()))
         spectra = []
+        h = dm.train_X
         for k in range(self.net.n_hidden + 1):
-            h = self.net(dm.train_X, 0, k)
+            if k > 0:
+                h = self.net(h, k - 1, k)  # the training points after hidden layer k
             sv = metrics.class_singular_values(h, dm.train_y)  # (E, 2, D)
             out[f"flatten/layer{k}/top_sv"] = sv[..., 0].mean(-1)
             sig = metrics.n_significant(sv, hp.flatten_fraction)
@@ -269,7 +272,7 @@ class MixupClassifier(pl.LightningModule):
             spectra.append(sv)
         self.last_eval.update(grid=grid, grid_p=grid_p, spectra=spectra, step=self.global_step)
         if self.net.dims[-2] == 2:  # a 2-D bottleneck: its hidden space can be drawn
-            codes = self.net(dm.train_X, 0, self.net.n_hidden)  # (E, n_train, 2)
+            codes = h  # (E, n_train, 2): the last hidden layer's output
             # ±10% of the codes' span per axis: their scale is arbitrary and changes in training.
             margin = 0.1 * (codes.amax(1) - codes.amin(1)).clamp_min(1e-3)
             hidden_grid = self.grid(codes, margin)  # (E, R², 2)
@@ -307,7 +310,7 @@ class MixupClassifier(pl.LightningModule):
         checkpoint["spiralmix"] = {
             "history": self.history,
             "failures": self.failures,
-            "train_time_s": self.train_time_s + (time.perf_counter() - self._fit_start),
+            "train_time_s": self.elapsed_s,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

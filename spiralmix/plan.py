@@ -15,7 +15,7 @@ from hydra import compose
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from spiralmix.config import Config, ConfigError, validate
+from spiralmix.config import Config, ConfigError, flatten, validate
 
 # What a regularizer preset may change between members of one process; everything else
 # (data, model size, learning rate, pairing, trainer, evaluation) is shared.
@@ -82,26 +82,20 @@ def _compose_preset(name: str, overrides: list[str]) -> DictConfig:
         raise ConfigError("regularizers", name, str(err).splitlines()[0]) from None
 
 
+def _settings(cfg: DictConfig) -> dict:
+    return flatten(OmegaConf.to_container(cfg, resolve=True))
+
+
 def _check_shared(members: list[DictConfig]) -> None:
-    first = _flat(members[0])
+    first = _settings(members[0])
     for member in members[1:]:
-        for key, value in _flat(member).items():
+        for key, value in _settings(member).items():
             if key not in PER_MEMBER_KEYS and value != first[key]:
                 raise ConfigError(
                     "regularizers", member.regularizer_name,
                     f"changes {key} ({first[key]!r} → {value!r}); runs trained side by side "
                     "may differ only in " + ", ".join(PER_MEMBER_KEYS[5:]),
                 )  # fmt: skip
-
-
-def _flat(cfg: DictConfig, prefix: str = "") -> dict:
-    out = {}
-    for key, value in OmegaConf.to_container(cfg, resolve=True).items():
-        if isinstance(value, dict):
-            out.update(_flat(OmegaConf.create(value), f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def resolve_resume(cfg: DictConfig) -> tuple[DictConfig, list[str], Path]:

@@ -39,12 +39,11 @@ def _points(ax, X: torch.Tensor, y: torch.Tensor, size: float = 8, edge: bool = 
         )
 
 
-def _square(ax, X: torch.Tensor | None = None, grid: torch.Tensor | None = None) -> None:
+def _square(ax, grid: torch.Tensor | None = None) -> None:
     ax.set_aspect("equal")
-    pts = grid if grid is not None else X
-    if pts is not None:
-        ax.set_xlim(float(pts[:, 0].min()), float(pts[:, 0].max()))
-        ax.set_ylim(float(pts[:, 1].min()), float(pts[:, 1].max()))
+    if grid is not None:
+        ax.set_xlim(float(grid[:, 0].min()), float(grid[:, 0].max()))
+        ax.set_ylim(float(grid[:, 1].min()), float(grid[:, 1].max()))
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
 
@@ -73,13 +72,27 @@ def draw_boundary(
     mappable = ax.contourf(gx, gy, p.reshape(R, R), levels=LEVELS, cmap=CMAP, vmin=0, vmax=1)
     if X is not None:
         _points(ax, X, y, size=10, edge=True)
-    _square(ax, grid=grid)
+    _square(ax, grid)
     return mappable
 
 
 # Figures redrawn at every evaluation are built once; later renders paste the static part
 # (axes, ticks, labels, colour bar), drawn once, and draw only what changes on top of it.
 # A full matplotlib draw costs ~0.1 s, ten times as much; a sweep renders thousands.
+
+
+def _extent(grid: torch.Tensor) -> tuple[float, float, float, float]:
+    """(left, right, bottom, top) of a square grid (R², 2), for imshow."""
+    return (float(grid[:, 0].min()), float(grid[:, 0].max()),
+            float(grid[:, 1].min()), float(grid[:, 1].max()))  # fmt: skip
+
+
+def _probability_image(ax, R: int, extent: tuple[float, float, float, float]):
+    """An R × R image of p(class 1) in LEVELS bands (set its data to draw), white at 0.5."""
+    return ax.imshow(
+        np.full((R, R), 0.5), origin="lower", extent=extent, cmap=CMAP,
+        norm=BoundaryNorm(LEVELS, 256), interpolation="bilinear", aspect="equal",
+    )  # fmt: skip
 
 
 class _LiveFigure:
@@ -102,6 +115,9 @@ class _LiveFigure:
         renderer = self.canvas.get_renderer()
         for artist in self.dynamic:
             artist.draw(renderer)
+        return self._buffer()
+
+    def _buffer(self) -> np.ndarray:
         return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
 
 
@@ -115,13 +131,8 @@ class BoundaryPanel(_LiveFigure):
         super().__init__(Figure(figsize=(5.0, 4.2), dpi=90))
         ax = self.fig.add_subplot()
         self.R = int(round(len(grid) ** 0.5))
-        extent = (float(grid[:, 0].min()), float(grid[:, 0].max()),
-                  float(grid[:, 1].min()), float(grid[:, 1].max()))  # fmt: skip
-        norm = BoundaryNorm(LEVELS, 256)
-        self.image = ax.imshow(
-            np.full((self.R, self.R), 0.5), origin="lower", extent=extent, cmap=CMAP,
-            norm=norm, interpolation="bilinear", aspect="equal",
-        )  # fmt: skip
+        extent = _extent(grid)
+        self.image = _probability_image(ax, self.R, extent)
         if X is not None:
             _points(ax, X, y, size=16, edge=True)
             ax.set_xlim(extent[:2])
@@ -226,23 +237,15 @@ class BottleneckPanel(_LiveFigure):
         ax_in, self.ax_hidden = self.fig.subplots(1, 2)
         self.R = int(round(len(grid) ** 0.5))
         self.y = y
-        norm = BoundaryNorm(LEVELS, 256)
-        extent = (float(grid[:, 0].min()), float(grid[:, 0].max()),
-                  float(grid[:, 1].min()), float(grid[:, 1].max()))  # fmt: skip
-        self.image_in = ax_in.imshow(
-            np.full((self.R, self.R), 0.5), origin="lower", extent=extent, cmap=CMAP,
-            norm=norm, interpolation="bilinear", aspect="equal",
-        )  # fmt: skip
+        extent = _extent(grid)
+        self.image_in = _probability_image(ax_in, self.R, extent)
         _points(ax_in, X, y, size=16, edge=True)
         ax_in.set_xlim(extent[:2])
         ax_in.set_ylim(extent[2:])
         ax_in.set_xlabel("$x_1$")
         ax_in.set_ylabel("$x_2$")
         ax_in.set_title("input space", fontsize=9)
-        self.image_hidden = self.ax_hidden.imshow(
-            np.full((self.R, self.R), 0.5), origin="lower", extent=(0, 1, 0, 1), cmap=CMAP,
-            norm=norm, interpolation="bilinear", aspect="equal",
-        )  # fmt: skip
+        self.image_hidden = _probability_image(self.ax_hidden, self.R, (0, 1, 0, 1))
         _points(self.ax_hidden, torch.zeros(len(y), 2), y, size=16, edge=True)
         self.codes = self.ax_hidden.collections  # one scatter per class
         self.ax_hidden.set_xlabel("$h_1$")
@@ -270,8 +273,7 @@ class BottleneckPanel(_LiveFigure):
         grid covering codes (N, 2), the training points' hidden codes."""
         self.image_in.set_data(p.reshape(self.R, self.R).numpy())
         R = int(round(len(hidden_grid) ** 0.5))
-        extent = (float(hidden_grid[:, 0].min()), float(hidden_grid[:, 0].max()),
-                  float(hidden_grid[:, 1].min()), float(hidden_grid[:, 1].max()))  # fmt: skip
+        extent = _extent(hidden_grid)
         self.image_hidden.set_data(hidden_p.reshape(R, R).numpy())
         self.image_hidden.set_extent(extent)
         for label, scatter in enumerate(self.codes):
@@ -280,4 +282,4 @@ class BottleneckPanel(_LiveFigure):
         self.ax_hidden.set_ylim(extent[2:])
         self.title.set_text(title)
         self.canvas.draw()
-        return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
+        return self._buffer()

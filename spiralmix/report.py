@@ -24,7 +24,6 @@ import io
 import json
 import logging
 import math
-import os
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -44,6 +43,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from spiralmix.atomic import write_atomic  # noqa: E402
 from spiralmix.metrics import reliability  # noqa: E402
 from spiralmix.plan import member_dirs  # noqa: E402
 from spiralmix.plots import draw_boundary  # noqa: E402
@@ -822,22 +822,12 @@ def flattening_figure(groups: Sequence[Group], fraction: float | None) -> Figure
 # Writing
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same directory, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_text(path: Path, text: str) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _write_figure(path: Path, fig: Figure) -> None:
-    _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
 
 
 def _setting(jobs: Sequence[Job], key: str) -> Any:

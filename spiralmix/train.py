@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -16,7 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from spiralmix.atomic import write_atomic, write_json_atomic
 from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
+from spiralmix.config import flatten
 from spiralmix.data import SpiralDataModule
 from spiralmix.module import MixupClassifier
 from spiralmix.plan import RunPlan, plan_run
@@ -24,29 +23,6 @@ from spiralmix.plan import RunPlan, plan_run
 # Lightning's own chatter (GPU availability, "max_steps reached") says nothing useful here.
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
     logging.getLogger(_name).setLevel(logging.WARNING)
-
-
-def _finite_or_none(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
-    return value
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    """Write JSON via a temporary file and a rename: readers see the old or the new file.
-
-    Non-finite numbers (a diverged run's metrics) are written as null."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(_finite_or_none(data), f, indent=2, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def build_module(members: list[DictConfig]) -> MixupClassifier:
@@ -162,7 +138,7 @@ def fit(plan: RunPlan) -> list[dict]:
             BoundaryImages(
                 [m.regularizer_name for m in members], cfg.evaluation.diagnostic_figures
             ),
-            HparamsWithResults([flatten_config(c) for c in member_configs]),
+            HparamsWithResults([tensorboard_hparams(c) for c in member_configs]),
             RunProgress(interactive=cfg.trainer.progress_bar),
             ModelCheckpoint(
                 dirpath=plan.run_dir / "checkpoints",
@@ -256,20 +232,12 @@ def save_boundary(path: Path, last_eval: dict, datamodule: SpiralDataModule, e: 
             for t in ("X", "y")
         },
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(data, tmp))
 
 
-def flatten_config(container: dict, prefix: str = "") -> dict:
-    """{'a': {'b': 1}} → {'a.b': 1}; lists become strings (TensorBoard hparams are scalars)."""
-    flat = {}
-    for key, value in container.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_config(value, f"{name}."))
-        elif isinstance(value, (list, tuple)) or value is None:
-            flat[name] = str(value)
-        else:
-            flat[name] = value
-    return flat
+def tensorboard_hparams(container: dict) -> dict:
+    """A config as dotted keys with scalar values (TensorBoard hparams take no lists)."""
+    return {
+        key: str(value) if isinstance(value, (list, tuple)) or value is None else value
+        for key, value in flatten(container).items()
+    }
