@@ -109,3 +109,17 @@ def n_significant(singular_values: torch.Tensor, fraction: float = 0.1) -> torch
     """Number of singular values above ``fraction`` of the largest one (last axis)."""
     top = singular_values[..., :1]
     return (singular_values > fraction * top).sum(-1).float()
+
+
+def effective_rank(singular_values: torch.Tensor) -> torch.Tensor:
+    """exp of the entropy of the normalised singular values (last axis), in [1, D].
+
+    Roy & Vetterli (2007): p_i = σ_i / Σ_j σ_j, erank = exp(−Σ p_i log p_i). A threshold-free
+    count of significant directions: D equal values give D, a single non-zero one gives 1.
+    All-zero spectra give NaN (no direction at all), as do non-finite ones.
+    """
+    s = singular_values.double()
+    p = s / s.sum(-1, keepdim=True)
+    entropy = -torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(-1)
+    erank = torch.where(s.sum(-1) > 0, entropy.exp(), torch.nan)
+    return erank.to(singular_values.dtype)

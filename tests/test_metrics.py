@@ -13,6 +13,7 @@ from spiralmix.metrics import (
     binary_nll,
     brier_score,
     class_singular_values,
+    effective_rank,
     expected_calibration_error,
     mean_confidence,
     n_significant,
@@ -220,3 +221,15 @@ def test_n_significant():
     sv = torch.tensor([[10.0, 2.0, 0.5, 0.0], [1.0, 1.0, 1.0, 1.0]])
     assert n_significant(sv, 0.1).tolist() == [2.0, 4.0]
     assert n_significant(sv, 0.01).tolist() == [3.0, 4.0]
+
+
+def test_effective_rank_by_hand():
+    # Two equal values: entropy log 2 → 2. One value: 1. [3, 1]: p = (3/4, 1/4),
+    # H = -(3/4 ln 3/4 + 1/4 ln 1/4) = 0.5623 → exp = 1.7548.
+    sv = torch.tensor([[1.0, 1.0, 0.0], [5.0, 0.0, 0.0], [3.0, 1.0, 0.0]])
+    expected = [2.0, 1.0, math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))]
+    assert effective_rank(sv).tolist() == pytest.approx(expected, rel=1e-6)
+    assert effective_rank(torch.ones(2, 7)).tolist() == pytest.approx([7.0, 7.0])
+    # No direction at all, or a diverged member: no rank rather than a made-up one.
+    assert effective_rank(torch.zeros(3)).isnan()
+    assert effective_rank(torch.tensor([torch.nan, 1.0])).isnan()
