@@ -10,24 +10,28 @@ import torch
 from tqdm.auto import tqdm
 
 from spiralmix import plots
+from spiralmix.evaluation import Evaluation, EvaluationListener
 
 
-class BoundaryImages(pl.Callback):
+class BoundaryImages(pl.Callback, EvaluationListener):
     """After each evaluation of the module, log each member's figures to its own logger.
 
     Tags: ``boundary/test_data`` (once), ``boundary/probability``,
-    ``boundary/probability_train``, and with ``diagnostics`` also
-    ``calibration/reliability`` and ``flatten/spectrum``; when the last hidden layer has 2
-    units, ``bottleneck/hidden_space`` (input and hidden space). The module's evaluation cadence
-    decides when; figures are drawn from the tensors it kept, so nothing is evaluated twice.
+    ``boundary/probability_train`` (the probability of class 1 for two classes; a map with
+    a colour per class, fading to white where unsure, for more), and with ``diagnostics``
+    also ``calibration/reliability`` and ``flatten/spectrum``; when the last hidden layer
+    has 2 units (two classes), ``bottleneck/hidden_space`` (input and hidden space).
+    Figures are drawn from the :class:`Evaluation` record, so nothing is evaluated twice.
     """
 
-    def __init__(self, labels: list[str], diagnostics: bool = True) -> None:
+    def __init__(self, labels: list[str], diagnostics: bool = True, n_classes: int = 2) -> None:
         if not labels or not all(labels):
             raise ValueError("labels must be non-empty strings, one per member (figure titles)")
+        if n_classes < 2:
+            raise ValueError(f"n_classes must be >= 2, got {n_classes}")
         self.labels = labels
         self.diagnostics = diagnostics
-        self._rendered_step: int | None = None
+        self.n_classes = n_classes
         self._panels: list[dict] = []  # per member, built at the first evaluation
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -35,79 +39,89 @@ class BoundaryImages(pl.Callback):
         if trainer.global_step == 0:
             for e, (logger, seed) in enumerate(zip(trainer.loggers, pl_module.seeds)):
                 title = f"test data · seed {seed}"
-                fig = plots.data_figure(dm.test_X[e], dm.test_y[e], title)
+                fig = plots.data_figure(dm.test_X[e], dm.test_y[e], title, self.n_classes)
                 logger.experiment.add_figure("boundary/test_data", fig, 0)
 
-    # The module evaluates step 0 in its own on_train_start, which runs after the callbacks'.
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_) -> None:
-        self._render(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_) -> None:
-        self._render(trainer, pl_module)
-
     @torch.no_grad()
-    def _render(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        latest = pl_module.last_eval
-        if not latest or latest["step"] == self._rendered_step:
-            return
-        step = self._rendered_step = latest["step"]
+    def on_evaluation(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, evaluation: Evaluation
+    ) -> None:
+        step = evaluation.step
         dm = trainer.datamodule
         if not self._panels:
-            self._panels = [self._make_panels(pl_module, dm, e) for e in range(pl_module.n_members)]
+            self._panels = [
+                self._make_panels(evaluation, dm, pl_module.hparams.hidden_dims, e)
+                for e in range(len(self.labels))
+            ]
         for e, (logger, seed) in enumerate(zip(trainer.loggers, pl_module.seeds)):
             writer, panels = logger.experiment, self._panels[e]
             title = f"{self.labels[e]} · seed {seed} · step {step:,}"
+            grid_p = evaluation.grid_p[e]
             images = {
-                "boundary/probability": panels["probability"].render(latest["grid_p"][e], title),
-                "boundary/probability_train": panels["train"].render(latest["grid_p"][e], title),
+                "boundary/probability": panels["probability"].render(grid_p, title),
+                "boundary/probability_train": panels["train"].render(grid_p, title),
             }
             if self.diagnostics:
-                stats = {k: v if k == "edges" else v[e] for k, v in latest["reliability"].items()}
-                spectra = [sv[e] for sv in latest["spectra"]]
+                stats = {k: v if k == "edges" else v[e] for k, v in evaluation.reliability.items()}
+                spectra = [sv[e] for sv in evaluation.spectra]
                 images["calibration/reliability"] = panels["reliability"].render(stats, title)
                 images["flatten/spectrum"] = panels["spectrum"].render(spectra, title)
             if "bottleneck" in panels:
                 images["bottleneck/hidden_space"] = panels["bottleneck"].render(
-                    latest["grid_p"][e],
-                    latest["hidden_grid"][e],
-                    latest["hidden_grid_p"][e],
-                    latest["hidden_codes"][e],
+                    grid_p,
+                    evaluation.hidden_grid[e],
+                    evaluation.hidden_grid_p[e],
+                    evaluation.hidden_codes[e],
                     title,
                 )
             for tag, image in images.items():
                 writer.add_image(tag, image, step, dataformats="HWC")
 
-    @staticmethod
-    def _make_panels(pl_module: pl.LightningModule, dm, e: int) -> dict:
-        grid = pl_module.last_eval["grid"][e]
-        widths = [dm.train_X.shape[-1], *pl_module.hparams.hidden_dims]
-        edges = torch.linspace(0.5, 1.0, pl_module.hparams.ece_bins + 1)
+    def _make_panels(self, evaluation: Evaluation, dm, hidden_dims, e: int) -> dict:
+        grid, K = evaluation.grid[e], self.n_classes
+        X, y = dm.train_X[e], dm.train_y[e]
+        if K == 2:
+            boundary = {
+                "probability": plots.BoundaryPanel(grid),
+                "train": plots.BoundaryPanel(grid, X, y),
+            }
+        else:
+            boundary = {
+                "probability": plots.ClassMapPanel(grid, K),
+                "train": plots.ClassMapPanel(grid, K, X, y),
+            }
         panels = {
-            "probability": plots.BoundaryPanel(grid),
-            "train": plots.BoundaryPanel(grid, dm.train_X[e], dm.train_y[e]),
-            "reliability": plots.ReliabilityPanel(edges),
-            "spectrum": plots.SpectrumPanel(widths),
+            **boundary,
+            "reliability": plots.ReliabilityPanel(evaluation.reliability["edges"]),
+            "spectrum": plots.SpectrumPanel([dm.train_X.shape[-1], *hidden_dims], K),
         }
-        if "hidden_codes" in pl_module.last_eval:  # the last hidden layer has 2 units
-            panels["bottleneck"] = plots.BottleneckPanel(grid, dm.train_X[e], dm.train_y[e])
+        if evaluation.hidden_codes is not None:  # the last hidden layer has 2 units
+            panels["bottleneck"] = plots.BottleneckPanel(grid, X, y)
         return panels
 
 
-class HparamsWithResults(pl.Callback):
+class HparamsWithResults(pl.Callback, EvaluationListener):
     """At the end, log each member's flat config with its final test metrics as hparams,
     so TensorBoard's HPARAMS tab compares runs (and seeds) side by side."""
 
     def __init__(self, member_hparams: list[dict]) -> None:
         self.member_hparams = member_hparams
+        self._final: dict[str, torch.Tensor] = {}
+
+    def on_evaluation(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, evaluation: Evaluation
+    ) -> None:
+        self._final = evaluation.metrics
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        final = pl_module.history[-1]
         for e, (logger, hparams) in enumerate(zip(trainer.loggers, self.member_hparams)):
-            results = {f"hparams/{k}": v[e] for k, v in final.items() if k.startswith("test/")}
+            results = {
+                f"hparams/{k}": v[e].item() for k, v in self._final.items() if k.startswith("test/")
+            }
             logger.log_hyperparams(hparams, results)
 
 
-class RunProgress(pl.Callback):
+class RunProgress(pl.Callback, EvaluationListener):
     """One progress bar over all steps (steps/s, time left, latest test accuracy).
 
     On a terminal it is a live bar; otherwise (logs, sweeps) it prints one line per
@@ -117,7 +131,6 @@ class RunProgress(pl.Callback):
     def __init__(self, interactive: bool | None = None) -> None:
         self.interactive = sys.stderr.isatty() if interactive is None else interactive
         self._bar: tqdm | None = None
-        self._seen_eval = -1
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start, self._start_step = time.perf_counter(), trainer.global_step
@@ -130,23 +143,20 @@ class RunProgress(pl.Callback):
                 smoothing=0.1,
             )
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_) -> None:
-        self._report(trainer, pl_module)
-
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_) -> None:
         if self._bar is not None:
             self._bar.update(trainer.global_step - self._bar.n)
-        self._report(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._bar is not None:
             self._bar.close()
 
-    def _report(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not pl_module.history or pl_module.history[-1]["step"] == self._seen_eval:
+    def on_evaluation(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, evaluation: Evaluation
+    ) -> None:
+        if not hasattr(self, "_start"):  # an evaluation outside of fit
             return
-        latest = pl_module.history[-1]
-        self._seen_eval = latest["step"]
+        latest = {k: v.tolist() for k, v in evaluation.metrics.items()}
         accs = latest["test/acc"]
         acc = f"{sum(accs) / len(accs):.3f}" + (" (mean)" if len(accs) > 1 else "")
         if self._bar is not None:

@@ -17,9 +17,17 @@ PAIRINGS = ("halves", "permute")
 
 @dataclass
 class DataConfig:
-    n_samples: int = MISSING  # points in all, half per class; even
+    _target_: str = MISSING  # the generator function (spiralmix.datasets)
+    name: str = MISSING  # the data set's name in titles, folders and reports
+    n_classes: int = MISSING  # K; two classes give one logit, K > 2 give K
+    n_samples: int = MISSING  # points in all, n_samples / K per class
     noise: float = MISSING  # std of Gaussian noise added to the points
-    n_cycles: float = MISSING  # turns of each spiral
+    center: list[float] = MISSING  # the noise-free data lie within radius of center;
+    radius: float = MISSING  # confidence far from the data is measured 1.25-1.75 radii out
+    n_cycles: float | None = None  # spirals: turns of each arm
+    factor: float | None = None  # circles: inner radius / outer radius
+    board_size: int | None = None  # checkerboard: cells per side
+    spread: float | None = None  # blobs: std of each cluster
     test_fraction: float = MISSING  # share of each class held out for testing
     val_fraction: float = MISSING  # share of each class held out for validation
     batch_size: int = MISSING  # mixed pairs per step
@@ -125,24 +133,48 @@ def flatten(container: dict, prefix: str = "") -> dict:
 
 def split_sizes(cfg: DictConfig) -> dict[str, int]:
     """Points per split (train, val, test) as the stratified split will make them."""
-    per_class = cfg.data.n_samples // 2
+    K = cfg.data.n_classes
+    per_class = cfg.data.n_samples // K
     test = round(cfg.data.test_fraction * per_class)
     val = round(cfg.data.val_fraction * per_class)
-    return {"train": 2 * (per_class - test - val), "val": 2 * val, "test": 2 * test}
+    return {"train": K * (per_class - test - val), "val": K * val, "test": K * test}
+
+
+def _validate_data_set(d: DictConfig) -> None:
+    """The data set's own keys: its generator, the number of classes and its shape."""
+    from spiralmix.datasets import max_classes  # imports Hydra's instantiation helpers
+
+    try:
+        most = max_classes(d._target_)
+    except ValueError as err:
+        raise ConfigError("data._target_", d._target_, str(err)) from None
+    _require(d.n_classes >= 2, "data.n_classes", d.n_classes, "must be >= 2")
+    _require(most is None or d.n_classes <= most, "data.n_classes", d.n_classes,
+             f"data set {d.name} makes at most {most} classes")  # fmt: skip
+    _require(
+        d.n_samples > 0 and d.n_samples % d.n_classes == 0,
+        "data.n_samples",
+        d.n_samples,
+        f"must be a positive multiple of data.n_classes={d.n_classes}",
+    )
+    _require(d.noise >= 0, "data.noise", d.noise, "must be >= 0")
+    _require(len(d.center) == 2, "data.center", list(d.center), "must be [x, y]")
+    _require(d.radius > 0, "data.radius", d.radius, "must be > 0")
+    checks = {
+        "n_cycles": (lambda v: v > 0, "must be > 0"),
+        "factor": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+        "board_size": (lambda v: v >= 2, "must be >= 2 (2 is XOR)"),
+        "spread": (lambda v: v > 0, "must be > 0"),
+    }
+    for key, (ok, allowed) in checks.items():
+        _require(d[key] is None or ok(d[key]), f"data.{key}", d[key], allowed)
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value that cannot work."""
     _check_known_keys(cfg)
     d, m, mx, t, ev = cfg.data, cfg.model, cfg.mixup, cfg.trainer, cfg.evaluation
-    _require(
-        d.n_samples > 0 and d.n_samples % 2 == 0,
-        "data.n_samples",
-        d.n_samples,
-        "must be a positive even integer",
-    )
-    _require(d.noise >= 0, "data.noise", d.noise, "must be >= 0")
-    _require(d.n_cycles > 0, "data.n_cycles", d.n_cycles, "must be > 0")
+    _validate_data_set(d)
     _require(0 < d.test_fraction < 1, "data.test_fraction", d.test_fraction, "must be in (0, 1)")
     _require(0 <= d.val_fraction < 1, "data.val_fraction", d.val_fraction, "must be in [0, 1)")
     sizes = split_sizes(cfg)

@@ -1,47 +1,18 @@
-"""The two-spiral data set, its stratified split, and batches served from tensors."""
+"""A 2-D data set per member (see :mod:`spiralmix.datasets`), its stratified split, and
+batches served from tensors."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from spiralmix.datasets import generate
+
 from spiralmix.streams import stream
-
-
-def generate_spirals(
-    n_samples: int = 1000,
-    noise: float = 0.0,
-    n_cycles: float = 2.0,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two interleaved spirals, ``n_samples // 2`` points per class, shuffled.
-
-    With m points per class, θ = linspace(0, 2π·n_cycles, m) and r = linspace(0.2, 2, m);
-    class 0 is (r cos θ, r sin θ), class 1 the same spiral turned by π. Gaussian noise
-    with standard deviation ``noise`` is added after shuffling.
-
-    Returns X of shape (n_samples, 2), float32, and y of shape (n_samples,), float32 in {0, 1}.
-    """
-    if not isinstance(n_samples, int) or n_samples <= 0 or n_samples % 2:
-        raise ValueError(f"n_samples must be a positive even integer, got {n_samples!r}")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise!r}")
-    m = n_samples // 2
-    theta = torch.linspace(0.0, 2 * math.pi * n_cycles, m, dtype=torch.float64)
-    r = torch.linspace(0.2, 2.0, m, dtype=torch.float64)
-    spiral0 = torch.stack([r * torch.cos(theta), r * torch.sin(theta)], dim=1)
-    spiral1 = torch.stack([r * torch.cos(theta + math.pi), r * torch.sin(theta + math.pi)], dim=1)
-    X = torch.cat([spiral0, spiral1]).float()
-    y = torch.cat([torch.zeros(m), torch.ones(m)])
-    order = torch.randperm(n_samples, generator=generator)
-    X, y = X[order], y[order]
-    if noise > 0:
-        X = X + noise * torch.randn(X.shape, generator=generator)
-    return X, y
 
 
 def stratified_split(
@@ -66,15 +37,15 @@ def stratified_split(
 
 
 class SpiralDataset(Dataset):
-    """Points X of shape (N, n_features) with binary targets y of shape (N,)."""
+    """Points X of shape (N, n_features) with class indices y of shape (N,) in 0..K-1."""
 
-    def __init__(self, X: torch.Tensor, y: torch.Tensor) -> None:
+    def __init__(self, X: torch.Tensor, y: torch.Tensor, n_classes: int = 2) -> None:
         if X.ndim != 2:
             raise ValueError(f"X must have shape (N, n_features), got {tuple(X.shape)}")
         if y.ndim != 1 or len(y) != len(X):
             raise ValueError(f"y must have shape ({len(X)},) to match X, got {tuple(y.shape)}")
-        if not torch.all((y == 0) | (y == 1)):
-            raise ValueError("targets must be 0 or 1")
+        if not torch.all((y >= 0) & (y < n_classes) & (y == y.round())):
+            raise ValueError(f"targets must be class indices 0..{n_classes - 1}")
         self.X = X.float()
         self.y = y.float()
 
@@ -86,12 +57,14 @@ class SpiralDataset(Dataset):
 
 
 class SpiralDataModule(pl.LightningDataModule):
-    """One spiral data set and split per seed, stacked along a leading member axis.
+    """One data set and split per seed, stacked along a leading member axis.
 
-    ``setup`` builds, for each seed, the data set and a stratified train / validation / test
-    split drawn from that seed's ``"data"`` stream: tensors ``train_X`` of shape
-    (E, n_train, 2), ``test_X`` (E, n_test, 2), ... for E = len(seeds). Training batches
-    come straight from these tensors in chunks of ``steps_per_call`` steps.
+    ``setup`` builds, for each seed, the data set (the generator ``dataset`` names, called
+    with ``n_samples``, ``noise`` and ``options``; see :func:`spiralmix.datasets.generate`)
+    and a stratified train / validation / test split, all drawn from that seed's ``"data"``
+    stream: tensors ``train_X`` of shape (E, n_train, 2), ``train_y`` (E, n_train) class
+    indices, ``test_X`` (E, n_test, 2), ... for E = len(seeds). Training batches come
+    straight from these tensors in chunks of ``steps_per_call`` steps.
     """
 
     def __init__(
@@ -99,7 +72,9 @@ class SpiralDataModule(pl.LightningDataModule):
         seeds: Sequence[int] = (123,),
         n_samples: int = 1000,
         noise: float = 0.0,
-        n_cycles: float = 2.0,
+        dataset: str = "spiralmix.datasets.spirals",
+        options: Mapping | None = None,
+        n_classes: int = 2,
         test_fraction: float = 0.9,
         val_fraction: float = 0.0,
         batch_size: int = 32,
@@ -108,7 +83,10 @@ class SpiralDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.seeds = list(seeds)
-        self.n_samples, self.noise, self.n_cycles = n_samples, noise, n_cycles
+        self.n_samples, self.noise, self.n_classes = n_samples, noise, n_classes
+        # The generator's own keys, e.g. n_cycles for spirals or factor for circles.
+        self.generator_keys = {**(options or {}), "_target_": dataset, "n_samples": n_samples,
+                               "noise": noise, "n_classes": n_classes}  # fmt: skip
         self.test_fraction, self.val_fraction = test_fraction, val_fraction
         self.batch_size, self.pairing, self.steps_per_call = batch_size, pairing, steps_per_call
 
@@ -123,10 +101,10 @@ class SpiralDataModule(pl.LightningDataModule):
         splits = {"train": [], "val": [], "test": []}
         for seed in self.seeds:
             gen = stream(seed, "data")
-            X, y = generate_spirals(self.n_samples, self.noise, self.n_cycles, generator=gen)
+            X, y = generate(self.generator_keys, gen)
             test, val, train = stratified_split(y, [self.test_fraction, self.val_fraction], gen)
             for name, idx in (("train", train), ("val", val), ("test", test)):
-                splits[name].append(SpiralDataset(X[idx], y[idx]))
+                splits[name].append(SpiralDataset(X[idx], y[idx], self.n_classes))
         for name, datasets in splits.items():
             setattr(self, f"{name}_X", torch.stack([d.X for d in datasets]))
             setattr(self, f"{name}_y", torch.stack([d.y for d in datasets]))
@@ -141,7 +119,8 @@ class SpiralDataModule(pl.LightningDataModule):
 
         Each step's batch is a fresh random subset of the training set without
         replacement (one shuffled epoch with drop_last, as the reference loader did).
-        Returns x of shape (S, E, N, 2) and y of shape (S, E, N), N = samples_per_step.
+        Returns x of shape (S, E, N, 2) and targets y of shape (S, E, N) (labels 0/1) for
+        K = 2 classes, (S, E, N, K) (one-hot) for K > 2; N = samples_per_step.
         """
         S, N = self.steps_per_call, self.samples_per_step
         n_train = self.train_X.shape[1]
@@ -151,7 +130,10 @@ class SpiralDataModule(pl.LightningDataModule):
             idx = torch.rand(S, n_train, generator=gen).argsort(dim=1)[:, :N]  # (S, N)
             xs.append(self.train_X[member][idx])
             ys.append(self.train_y[member][idx])
-        return {"x": torch.stack(xs, 1), "y": torch.stack(ys, 1), "chunk": torch.tensor(index)}
+        y = torch.stack(ys, 1)
+        if self.n_classes > 2:  # mixing one-hot targets gives soft targets on the simplex
+            y = F.one_hot(y.long(), self.n_classes).float()
+        return {"x": torch.stack(xs, 1), "y": y, "chunk": torch.tensor(index)}
 
     def train_dataloader(self) -> _Chunks:
         return _Chunks(self)

@@ -1,7 +1,17 @@
 """What the papers claim, as numbers: accuracy, calibration, uncertainty and flattening.
 
-All functions are pure and batched over a leading member axis E: probabilities ``p`` and
-targets ``y`` have shape (E, N), and every result has shape (E,) unless stated otherwise.
+All functions are pure and batched over a leading member axis E, and every result has
+shape (E,) unless stated otherwise. Labels ``y`` are class indices of shape (E, N). For two
+classes, logits and probabilities ``p`` (of class 1) have shape (E, N); for K > 2 classes
+they have shape (E, N, K), and each multi-class definition equals the binary one at K = 2
+(see :func:`two_columns`):
+
+- accuracy: the share of points whose most probable class is the label;
+- NLL: the mean of −log p(label);
+- ECE: top-label confidence max_k p_k in equal-width bins over [1/K, 1];
+- Brier score: ½ Σ_k (p_k − 1[k = label])², in [0, 1];
+- uncertain: top-label confidence at most half-way from chance (1/K) to certainty;
+- confidence far from the data: the mean top-label confidence.
 """
 
 from __future__ import annotations
@@ -13,31 +23,79 @@ import torch.nn.functional as F
 
 
 def binary_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy (negative log-likelihood) per member, in nats."""
+    """Mean binary cross-entropy (negative log-likelihood) per member, in nats.
+
+    logits (E, N); y (E, N) labels or soft targets in [0, 1]."""
     return F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(-1)
 
 
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy −Σ_k t_k log softmax(logits)_k per member, in nats.
+
+    logits (E, N, K); targets (E, N, K) one-hot or mixed one-hot (rows on the simplex)."""
+    return -(targets * F.log_softmax(logits, -1)).sum(-1).mean(-1)
+
+
+def training_loss(n_classes: int):
+    """The loss on (logits, targets) for K classes: BCE on soft labels (E, N) for two,
+    softmax cross-entropy on mixed one-hot targets (E, N, K) for more."""
+    return binary_nll if n_classes == 2 else soft_cross_entropy
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """sigmoid of (E, N) logits (p of class 1), softmax of (E, N, K) logits."""
+    return torch.sigmoid(logits) if logits.ndim == 2 else torch.softmax(logits, -1)
+
+
+def nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean −log p(label) per member, in nats; binary cross-entropy for (E, N) logits."""
+    if logits.ndim == 2:
+        return binary_nll(logits, y)
+    log_p = F.log_softmax(logits, -1).gather(-1, y.long().unsqueeze(-1)).squeeze(-1)
+    return -log_p.mean(-1)
+
+
+def two_columns(p: torch.Tensor) -> torch.Tensor:
+    """Binary p of class 1 (E, N) as K = 2 class probabilities (E, N, 2): [1 − p, p]."""
+    return torch.stack([1 - p, p], -1)
+
+
 def accuracy(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Fraction of points whose thresholded prediction (p > 0.5) equals y."""
+    """Fraction of points whose most probable class (binary: p > 0.5) equals y."""
+    if p.ndim == 3:
+        return (p.argmax(-1) == y).float().mean(-1)
     return ((p > 0.5).float() == y).float().mean(-1)
 
 
 def brier_score(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of the predicted probability of class 1, in [0, 1]."""
+    """½ Σ_k (p_k − 1[k = y])² averaged over points, in [0, 1]; for two classes this is the
+    mean squared error of the probability of class 1."""
+    if p.ndim == 3:
+        one_hot = F.one_hot(y.long(), p.shape[-1]).to(p.dtype)
+        return 0.5 * ((p - one_hot) ** 2).sum(-1).mean(-1)
     return ((p - y) ** 2).mean(-1)
+
+
+def top_label(p: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(confidence, correct, K): the most probable class's probability and whether it is
+    the label, each (E, N), for binary (E, N) or K-class (E, N, K) probabilities."""
+    if p.ndim == 3:
+        confidence, predicted = p.max(-1)
+        return confidence, (predicted == y).float(), p.shape[-1]
+    return torch.maximum(p, 1 - p), ((p > 0.5).float() == y).float(), 2
 
 
 def reliability(p: torch.Tensor, y: torch.Tensor, n_bins: int = 15) -> dict[str, torch.Tensor]:
     """Reliability-diagram statistics in ``n_bins`` equal-width bins of confidence.
 
-    Confidence is max(p, 1−p) ∈ [0.5, 1] (Guo et al., "On Calibration of Modern Neural
-    Networks", ICML 2017, for binary predictions); bins cover [0.5, 1]. Returns
-    ``count``, ``confidence`` (mean confidence) and ``accuracy`` per bin, each (E, n_bins);
-    empty bins have count 0 and NaN means.
+    Confidence is the top-label probability max_k p_k ∈ [1/K, 1] (Guo et al., "On
+    Calibration of Modern Neural Networks", ICML 2017; max(p, 1−p) for binary p); bins
+    cover [1/K, 1]. Returns ``count``, ``confidence`` (mean confidence) and ``accuracy``
+    per bin, each (E, n_bins), and the bins' ``edges`` (n_bins + 1,); empty bins have
+    count 0 and NaN means.
     """
-    confidence = torch.maximum(p, 1 - p)
-    correct = ((p > 0.5).float() == y).float()
-    edges = torch.linspace(0.5, 1.0, n_bins + 1)
+    confidence, correct, K = top_label(p, y)
+    edges = torch.linspace(1 / K, 1.0, n_bins + 1)
     bins = torch.bucketize(confidence, edges[1:-1], right=True)  # (E, N) in 0..n_bins-1
     one_hot = F.one_hot(bins, n_bins).float()  # (E, N, n_bins)
     count = one_hot.sum(1)
@@ -59,39 +117,56 @@ def calibration_error(stats: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def uncertain_fraction(p: torch.Tensor, low: float = 0.25, high: float = 0.75) -> torch.Tensor:
-    """Fraction of points (e.g. a plotting grid) where low <= p <= high."""
+    """Fraction of points (e.g. a plotting grid) where low <= p <= high (binary p, (E, N)).
+
+    For K-class p (E, N, K): where the top-label confidence is at most half-way from
+    chance (1/K) to certainty, i.e. <= (1 + 1/K) / 2 (0.75 for K = 2, as p in [0.25, 0.75]).
+    """
+    if p.ndim == 3:
+        K = p.shape[-1]
+        return (p.amax(-1) <= (1 + 1 / K) / 2).float().mean(-1)
     return ((p >= low) & (p <= high)).float().mean(-1)
 
 
 def mean_confidence(p: torch.Tensor) -> torch.Tensor:
-    """Mean of max(p, 1−p): 0.5 is maximally unsure, 1 is certain."""
+    """Mean top-label confidence max_k p_k (max(p, 1−p) for binary p): 1/K is maximally
+    unsure, 1 is certain."""
+    if p.ndim == 3:
+        return p.amax(-1).mean(-1)
     return torch.maximum(p, 1 - p).mean(-1)
 
 
-def ring(n: int = 1000, r_min: float = 2.5, r_max: float = 3.5) -> torch.Tensor:
-    """A deterministic ring of n points with radius in [r_min, r_max]: (n, 2).
+def ring(
+    n: int = 1000,
+    r_min: float = 2.5,
+    r_max: float = 3.5,
+    center: tuple[float, float] = (0.0, 0.0),
+) -> torch.Tensor:
+    """A deterministic ring of n points around ``center`` with radius in [r_min, r_max]: (n, 2).
 
-    The spirals end at radius 2, so the ring lies where there is no training data;
-    a model should not be confident there.
+    The spirals end at radius 2, so the default ring lies where there is no training data;
+    a model should not be confident there. Other data sets pass 1.25 and 1.75 times the
+    radius of the circle that holds their data (``data.center``, ``data.radius``).
     """
     n_r = max(1, round(math.sqrt(n / 10)))
     n_theta = math.ceil(n / n_r)
     theta = torch.linspace(0, 2 * math.pi, n_theta + 1)[:-1]
     r = torch.linspace(r_min, r_max, n_r)
     R, T = torch.meshgrid(r, theta, indexing="ij")
-    return torch.stack([R * torch.cos(T), R * torch.sin(T)], -1).reshape(-1, 2)[:n]
+    points = torch.stack([R * torch.cos(T), R * torch.sin(T)], -1).reshape(-1, 2)[:n]
+    return points + torch.tensor(center, dtype=points.dtype)
 
 
-def class_singular_values(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def class_singular_values(h: torch.Tensor, y: torch.Tensor, n_classes: int = 2) -> torch.Tensor:
     """Singular values of each class's centred representations.
 
-    h: (E, N, D) hidden states, y: (E, N) labels in {0, 1} (each member must have the same
-    number of points per class). Returns (E, 2, min(n_class, D)), descending.
+    h: (E, N, D) hidden states, y: (E, N) labels in 0..K-1 (each member must have the same
+    number of points per class). Returns (E, K, min(n_class, D)), descending.
     This is the spectrum Verma et al. ("Manifold Mixup", ICML 2019) use to show that
     manifold mixup *flattens* class representations: fewer directions of large variance.
     """
     out = []
-    for label in (0, 1):
+    for label in range(n_classes):
         mask = y[0] == label
         if not torch.all((y == label) == mask):
             # Per-member class positions differ: gather each member's class rows.

@@ -12,8 +12,14 @@ from torch import nn
 NEGATIVE_SLOPE = 0.2
 
 
+def n_logits(n_classes: int) -> int:
+    """One logit (of class 1) for two classes, one per class for more."""
+    return 1 if n_classes == 2 else n_classes
+
+
 class MLP(nn.Module):
-    """Binary classifier: hidden layers Linear → LeakyReLU(0.2) → Dropout(p), then a Linear logit.
+    """Classifier: hidden layers Linear → LeakyReLU(0.2) → Dropout(p), then a Linear layer to
+    one logit (two classes) or K logits (``n_classes`` = K > 2).
 
     ``forward(x, start, end)`` runs hidden layers ``start..end-1``, and the classifier only
     when ``end`` is None; ``forward(x, 0, 0)`` is the identity. Splitting the pass at layer
@@ -21,7 +27,11 @@ class MLP(nn.Module):
     """
 
     def __init__(
-        self, n_features: int = 2, hidden_dims: Sequence[int] = (32, 32, 32), p: float = 0.0
+        self,
+        n_features: int = 2,
+        hidden_dims: Sequence[int] = (32, 32, 32),
+        p: float = 0.0,
+        n_classes: int = 2,
     ) -> None:
         super().__init__()
         dims = [n_features, *hidden_dims]
@@ -29,14 +39,15 @@ class MLP(nn.Module):
             nn.Sequential(nn.Linear(i, o), nn.LeakyReLU(NEGATIVE_SLOPE), nn.Dropout(p))
             for i, o in zip(dims[:-1], dims[1:])
         )
-        self.classifier = nn.Linear(dims[-1], 1)
+        self.classifier = nn.Linear(dims[-1], n_logits(n_classes))
 
     @property
     def n_hidden(self) -> int:
         return len(self.hidden)
 
     def forward(self, x: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
-        """x: (N, width of layer ``start``) → hidden state (N, width of ``end``) or logits (N,)."""
+        """x: (N, width of layer ``start``) → hidden state (N, width of ``end``) or logits (N,)
+        for two classes, (N, K) for K > 2."""
         for layer in self.hidden[start:end]:
             x = layer(x)
         return x if end is not None else self.classifier(x).squeeze(-1)
@@ -56,11 +67,13 @@ class MLPEnsemble(nn.Module):
         n_features: int = 2,
         hidden_dims: Sequence[int] = (32, 32, 32),
         p: float | Sequence[float] = 0.0,
+        n_classes: int = 2,
     ) -> None:
         super().__init__()
         self.n_members = len(generators)
+        self.n_classes = n_classes
         self.p = list(p) if isinstance(p, Sequence) else [p] * self.n_members
-        self.dims = [n_features, *hidden_dims, 1]
+        self.dims = [n_features, *hidden_dims, n_logits(n_classes)]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for fan_in, fan_out in zip(self.dims[:-1], self.dims[1:]):
@@ -83,7 +96,8 @@ class MLPEnsemble(nn.Module):
         end: int | None = None,
         dropout_masks: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """x: (E, N, width) → hidden state (E, N, width of ``end``) or logits (E, N).
+        """x: (E, N, width) → hidden state (E, N, width of ``end``) or logits: (E, N) for two
+        classes, (E, N, K) for K > 2.
 
         ``dropout_masks[j]`` (E, N, width of layer j, already scaled by 1/(1-p)) replaces
         random dropout after hidden layer j; without masks, dropout (member e with
@@ -106,7 +120,7 @@ class MLPEnsemble(nn.Module):
 
     def member(self, e: int) -> MLP:
         """Member e as a standalone :class:`MLP` (a copy)."""
-        mlp = MLP(self.dims[0], self.dims[1:-1], self.p[e])
+        mlp = MLP(self.dims[0], self.dims[1:-1], self.p[e], self.n_classes)
         linears = [layer[0] for layer in mlp.hidden] + [mlp.classifier]
         with torch.no_grad():
             for linear, w, b in zip(linears, self.weights, self.biases):

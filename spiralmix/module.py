@@ -10,6 +10,7 @@ import torch
 from tensorboard.compat.proto.summary_pb2 import Summary
 
 from spiralmix import metrics
+from spiralmix.evaluation import Evaluation, EvaluationListener, EvaluationSettings, evaluate
 from spiralmix.mixup import mix, sample_lambda, sample_layers, sample_permutations
 from spiralmix.model import MLPEnsemble
 from spiralmix.streams import stream
@@ -25,7 +26,7 @@ def per_member(value: object, n: int) -> list:
 
 
 class MixupClassifier(pl.LightningModule):
-    """Manifold mixup on the two spirals, for one run or several trained side by side.
+    """Manifold mixup on a 2-D data set, for one run or several trained side by side.
 
     Each member of the :class:`MLPEnsemble` is one run: a seed with its own data split (from
     the datamodule), initial weights, batches, λ, k and dropout masks, all drawn from that
@@ -37,7 +38,9 @@ class MixupClassifier(pl.LightningModule):
     (Lightning's per-call overhead would otherwise dominate a model this small). Each step
     draws k ∈ [k_min, k_max] and λ ~ Beta(α, α) per mixup member, runs both halves of the
     batch up to layer k, mixes hidden states and targets with λ, runs the rest, and minimises
-    binary cross-entropy on the soft targets. Without mixup every sample of the batch is used.
+    binary cross-entropy on the soft targets (two classes, one logit) or softmax cross-entropy
+    on the mixed one-hot targets (``n_classes`` = K > 2, K logits). Without mixup every
+    sample of the batch is used.
     """
 
     def __init__(
@@ -59,6 +62,9 @@ class MixupClassifier(pl.LightningModule):
         ece_bins: int = 15,
         flatten_fraction: float = 0.1,
         grid_resolution: int = 100,
+        n_classes: int = 2,
+        ood_center: Sequence[float] = (0.0, 0.0),
+        ood_radius: float = 2.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -70,8 +76,9 @@ class MixupClassifier(pl.LightningModule):
         self.mixup_enabled = per_member(mixup_enabled, n)
         self.mixup_alpha = per_member(mixup_alpha, n)
         self.net = MLPEnsemble(
-            [stream(s, "init") for s in self.seeds], n_features, hidden_dims, self.p
+            [stream(s, "init") for s in self.seeds], n_features, hidden_dims, self.p, n_classes
         )
+        self.loss_function = metrics.training_loss(n_classes)
         # mixup_layers: None (all layers for everyone), one [k_min, k_max], or one per member.
         if mixup_layers is None or isinstance(mixup_layers[0], int):
             mixup_layers = [mixup_layers] * n
@@ -81,17 +88,18 @@ class MixupClassifier(pl.LightningModule):
         self.history: list[dict] = []  # one entry per evaluation: step and metric → (E,) list
         self.failures: dict[int, int] = {}  # member → step whose training loss was not finite
         self.train_time_s = 0.0  # fit time of earlier (resumed-from) processes
-        self.last_eval: dict[str, torch.Tensor] = {}  # tensors of the latest evaluation
+        self.latest: Evaluation | None = None  # the latest evaluation
 
     @property
     def n_members(self) -> int:
         return len(self.seeds)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Probabilities of class 1 for points x of shape (E, N, 2) or (N, 2) (same for all)."""
+        """Probabilities for points x of shape (E, N, 2) or (N, 2) (same for all): of class 1,
+        (E, N), for two classes; of each class, (E, N, K), for K > 2."""
         if x.ndim == 2:
             x = x.expand(self.n_members, -1, -1)
-        return torch.sigmoid(self.net(x))
+        return metrics.probabilities(self.net(x))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # The raw torch optimizer: Lightning's per-step hooks would cost more than the step.
@@ -184,19 +192,20 @@ class MixupClassifier(pl.LightningModule):
     def _loss(
         self, x: torch.Tensor, y: torch.Tensor, draw: dict[str, torch.Tensor]
     ) -> torch.Tensor:
-        """Per-member training loss of one step. x: (E, N, 2), y: (E, N) → (E,)."""
+        """Per-member training loss of one step. x: (E, N, 2), y: (E, N) or (E, N, K) → (E,)."""
         n_hidden = self.net.n_hidden
         masks = [draw[f"mask{j}"] for j in range(n_hidden)] if "mask0" in draw else None
         if "k" not in draw:
-            return metrics.binary_nll(self.net(x, dropout_masks=masks), y)
+            return self.loss_function(self.net(x, dropout_masks=masks), y)
         k, lam = draw["k"], draw["lam"]  # (E,), (E,); k = -1: this member does not mix
         ks = k.tolist()
-        mixes = k >= 0
-        targets = mix(*self._pairs(y, draw), lam.view(-1, 1))  # (E, B) soft labels
-        if not all(mixes.tolist()):  # members without mixup keep their own targets
+        per_target = (-1,) + (1,) * (y.ndim - 1)  # broadcast over points (and classes)
+        mixes = (k >= 0).view(per_target)
+        targets = mix(*self._pairs(y, draw), lam.view(per_target))  # (E, B) or (E, B, K)
+        if not all(mixes.flatten().tolist()):  # members without mixup keep their own targets
             if targets.shape[1] != y.shape[1]:
                 targets = torch.cat([targets, targets], 1)
-            targets = torch.where(mixes.view(-1, 1), targets, y)
+            targets = torch.where(mixes, targets, y)
         h = x
         for j in range(n_hidden + 1):
             if j > 0:
@@ -217,7 +226,7 @@ class MixupClassifier(pl.LightningModule):
                 h = h[:, : targets.shape[1]]  # all have mixed: the repeated rows can go
             if masks is not None:
                 masks = [m[:, : h.shape[1]] for m in masks]
-        return metrics.binary_nll(self.net(h, n_hidden), targets)
+        return self.loss_function(self.net(h, n_hidden), targets)
 
     def _pairs(
         self, t: torch.Tensor, draw: dict[str, torch.Tensor]
@@ -231,75 +240,37 @@ class MixupClassifier(pl.LightningModule):
         return t, torch.gather(t, 1, idx)
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, torch.Tensor]:
+    def evaluate(self) -> Evaluation:
         """Evaluate every member on its whole test set (and train / validation sets).
 
         Logs each metric to the member's own logger at the current step, appends it to
-        ``history`` and keeps the tensors figures need in ``last_eval``.
+        ``history``, keeps the record as ``latest`` and hands it to every callback that is
+        an :class:`EvaluationListener` (figures, progress).
         """
-        dm = self.trainer.datamodule
         hp = self.hparams
+        settings = EvaluationSettings(
+            n_classes=hp.n_classes,
+            grid_resolution=hp.grid_resolution,
+            ece_bins=hp.ece_bins,
+            flatten_fraction=hp.flatten_fraction,
+            ood_center=tuple(hp.ood_center),
+            ood_radius=hp.ood_radius,
+        )
         was_training = self.training
         self.eval()
-        out: dict[str, torch.Tensor] = {}
-        for split, prefix in (("test", "test"), ("train", "train_clean"), ("val", "val")):
-            X, y = getattr(dm, f"{split}_X"), getattr(dm, f"{split}_y")
-            if X.shape[1] == 0:
-                continue
-            logits = self.net(X)
-            p = torch.sigmoid(logits)
-            out[f"{prefix}/loss"] = metrics.binary_nll(logits, y)
-            out[f"{prefix}/acc"] = metrics.accuracy(p, y)
-            if split == "test":
-                out["test/nll"] = out["test/loss"]
-                out["test/brier"] = metrics.brier_score(p, y)
-                stats = metrics.reliability(p, y, hp.ece_bins)  # also the diagram's data
-                out["test/ece"] = metrics.calibration_error(stats)
-                self.last_eval.update(test_p=p, reliability=stats)
-        grid = self.grid(dm.test_X)
-        grid_p = self(grid)
-        out["boundary/uncertain_fraction"] = metrics.uncertain_fraction(grid_p)
-        out["ood/confidence"] = metrics.mean_confidence(self(metrics.ring()))
-        spectra = []
-        h = dm.train_X
-        for k in range(self.net.n_hidden + 1):
-            if k > 0:
-                h = self.net(h, k - 1, k)  # the training points after hidden layer k
-            sv = metrics.class_singular_values(h, dm.train_y)  # (E, 2, D)
-            out[f"flatten/layer{k}/top_sv"] = sv[..., 0].mean(-1)
-            sig = metrics.n_significant(sv, hp.flatten_fraction)
-            out[f"flatten/layer{k}/n_significant"] = sig.mean(-1)
-            spectra.append(sv)
-        self.last_eval.update(grid=grid, grid_p=grid_p, spectra=spectra, step=self.global_step)
-        if self.net.dims[-2] == 2:  # a 2-D bottleneck: its hidden space can be drawn
-            codes = h  # (E, n_train, 2): the last hidden layer's output
-            # ±10% of the codes' span per axis: their scale is arbitrary and changes in training.
-            margin = 0.1 * (codes.amax(1) - codes.amin(1)).clamp_min(1e-3)
-            hidden_grid = self.grid(codes, margin)  # (E, R², 2)
-            hidden_grid_p = torch.sigmoid(self.net(hidden_grid, self.net.n_hidden))  # (E, R²)
-            self.last_eval.update(
-                hidden_codes=codes, hidden_grid=hidden_grid, hidden_grid_p=hidden_grid_p
-            )
+        record = evaluate(self.net, self.trainer.datamodule, settings, self.global_step)
         self.train(was_training)
 
         step = self.global_step
         for e, logger in enumerate(self.loggers):
-            for name, value in out.items():
+            for name, value in record.metrics.items():
                 logger.experiment.add_scalar(name, value[e].item(), step)
-        self.history.append({"step": step, **{k: v.tolist() for k, v in out.items()}})
-        return out
-
-    def grid(self, X: torch.Tensor, margin: float | torch.Tensor = 0.5) -> torch.Tensor:
-        """A resolution² grid per member covering its points X (E, N, 2) ± margin (a number,
-        or (E, 2) per member and axis): (E, R², 2)."""
-        R = self.hparams.grid_resolution
-        lo, hi = X.amin(1) - margin, X.amax(1) + margin  # (E, 2)
-        t = torch.linspace(0, 1, R)
-        xs = lo[:, :1] + (hi[:, :1] - lo[:, :1]) * t  # (E, R)
-        ys = lo[:, 1:] + (hi[:, 1:] - lo[:, 1:]) * t
-        gx = xs.unsqueeze(1).expand(-1, R, -1)  # row i, column j → (xs[j], ys[i])
-        gy = ys.unsqueeze(2).expand(-1, -1, R)
-        return torch.stack([gx, gy], -1).reshape(len(X), R * R, 2)
+        self.history.append({"step": step, **{k: v.tolist() for k, v in record.metrics.items()}})
+        self.latest = record
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, EvaluationListener):
+                callback.on_evaluation(self.trainer, self, record)
+        return record
 
     def on_train_start(self) -> None:
         if self.global_step == 0:  # a resumed run evaluated this step before it stopped

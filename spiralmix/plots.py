@@ -1,7 +1,8 @@
 """Matplotlib figures from plain tensors: no Lightning, no logging, no files.
 
 Colours are shared by every figure: class 0 and p → 0 are blue, class 1 and p → 1 are
-red, and p = 0.5 (no preference: uncertainty) is white.
+red, and p = 0.5 (no preference: uncertainty) is white. With K > 2 classes each class has
+its own colour (:func:`class_colors`) that fades to white where the model is unsure.
 """
 
 from __future__ import annotations
@@ -16,17 +17,31 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.colors import BoundaryNorm  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import BoundaryNorm, LinearSegmentedColormap, Normalize, to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 CMAP = "RdBu_r"
 CLASS_COLORS = ("#2166ac", "#b2182b")
 LEVELS = [i / 20 for i in range(21)]
+# Tableau's ten categorical colours, told apart also by most colour-blind readers.
+MANY_CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
 
 
-def _points(ax, X: torch.Tensor, y: torch.Tensor, size: float = 8, edge: bool = False) -> None:
-    for label, color in enumerate(CLASS_COLORS):
+def class_colors(n_classes: int = 2) -> tuple[str, ...]:
+    """One colour per class: blue and red for two, Tableau's categorical ones for more."""
+    if n_classes == 2:
+        return CLASS_COLORS
+    return tuple(MANY_CLASS_COLORS[c % len(MANY_CLASS_COLORS)] for c in range(n_classes))
+
+
+def _points(
+    ax, X: torch.Tensor, y: torch.Tensor, size: float = 8, edge: bool = False, n_classes: int = 2
+) -> None:
+    for label, color in enumerate(class_colors(n_classes)):
         pts = X[y == label]
         ax.scatter(
             pts[:, 0],
@@ -48,11 +63,11 @@ def _square(ax, grid: torch.Tensor | None = None) -> None:
     ax.set_ylabel("$x_2$")
 
 
-def data_figure(X: torch.Tensor, y: torch.Tensor, title: str) -> Figure:
-    """Scatter plot of points X (N, 2) coloured by label y (N,)."""
+def data_figure(X: torch.Tensor, y: torch.Tensor, title: str, n_classes: int = 2) -> Figure:
+    """Scatter plot of points X (N, 2) coloured by label y (N,) in 0..n_classes-1."""
     fig = Figure(figsize=(4.6, 4.2), dpi=90, layout="constrained")
     ax = fig.add_subplot()
-    _points(ax, X, y, size=6)
+    _points(ax, X, y, size=6, n_classes=n_classes)
     _square(ax)
     ax.legend(loc="upper right", fontsize=8, markerscale=2)
     ax.set_title(title, fontsize=10)
@@ -152,6 +167,60 @@ class BoundaryPanel(_LiveFigure):
         return self._pixels()
 
 
+def class_map_rgb(p: torch.Tensor) -> np.ndarray:
+    """Colours (..., 3) in [0, 1] for class probabilities p (..., K): the most probable
+    class's colour, faded to white in proportion to how far its probability is from
+    certainty towards chance (1/K: white)."""
+    K = p.shape[-1]
+    colors = torch.tensor([to_rgb(c) for c in class_colors(K)], dtype=torch.float32)  # (K, 3)
+    confidence, label = p.float().max(-1)
+    strength = ((confidence - 1 / K) / (1 - 1 / K)).clamp(0, 1).unsqueeze(-1)
+    return (1 - strength * (1 - colors[label])).numpy()
+
+
+class ClassMapPanel(_LiveFigure):
+    """Decision map for K > 2 classes over a fixed grid (R², 2): each point in the colour
+    of its most probable class, fading to white where the model is unsure; a legend of the
+    classes, a bar of the fading, and optionally points X (N, 2), y (N,) on top."""
+
+    def __init__(
+        self,
+        grid: torch.Tensor,
+        n_classes: int,
+        X: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__(Figure(figsize=(5.0, 4.2), dpi=90))
+        ax = self.fig.add_subplot()
+        self.R = int(round(len(grid) ** 0.5))
+        extent = _extent(grid)
+        self.image = ax.imshow(np.ones((self.R, self.R, 3)), origin="lower", extent=extent,
+                               interpolation="bilinear", aspect="equal")  # fmt: skip
+        if X is not None:
+            _points(ax, X, y, size=16, edge=True, n_classes=n_classes)
+        ax.set_xlim(extent[:2])
+        ax.set_ylim(extent[2:])
+        ax.set_xlabel("$x_1$")
+        ax.set_ylabel("$x_2$")
+        handles = [
+            Patch(color=c, label=f"class {k}") for k, c in enumerate(class_colors(n_classes))
+        ]
+        ax.legend(handles=handles, loc="upper right", fontsize=7, framealpha=0.8)
+        fading = LinearSegmentedColormap.from_list("fading", ["white", "black"])
+        bar = ScalarMappable(Normalize(1 / n_classes, 1), fading)
+        self.fig.colorbar(bar, ax=ax, label="top-label confidence (white: unsure)")
+        self.title = self.fig.text(0.45, 0.975, "", ha="center", va="top", fontsize=10)
+        self.fig.subplots_adjust(left=0.12, right=0.95, bottom=0.11, top=0.92)
+        self.dynamic = [self.image, *ax.collections, ax.get_legend(), *ax.spines.values(),
+                        self.title]  # fmt: skip
+
+    def render(self, p: torch.Tensor, title: str) -> np.ndarray:
+        """p: (R², K) class probabilities on the grid."""
+        self.image.set_data(class_map_rgb(p.reshape(self.R, self.R, -1)))
+        self.title.set_text(title)
+        return self._pixels()
+
+
 class ReliabilityPanel(_LiveFigure):
     """Reliability diagram (accuracy against confidence per bin) over the share of points
     per bin, for statistics from :func:`spiralmix.metrics.reliability`."""
@@ -159,9 +228,11 @@ class ReliabilityPanel(_LiveFigure):
     def __init__(self, edges: torch.Tensor) -> None:
         super().__init__(Figure(figsize=(4.6, 4.6), dpi=90))
         ax, ax_count = self.fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
-        ax.plot([0.5, 1], [0.5, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+        chance = float(edges[0])  # 1/K: confidence bins start at chance
+        ax.plot([chance, 1], [chance, 1], color="grey", linestyle="--", linewidth=1,
+                label="calibrated")  # fmt: skip
         (self.line,) = ax.plot([], [], marker="o", color=CLASS_COLORS[1], label="model")
-        ax.set_xlim(0.5, 1)
+        ax.set_xlim(chance, 1)
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("accuracy")
         ax.legend(loc="upper left", fontsize=8)
@@ -169,7 +240,8 @@ class ReliabilityPanel(_LiveFigure):
         self.bars = ax_count.bar(edges[:-1].numpy(), np.zeros(len(edges) - 1), width=width,
                                  align="edge", color="grey")  # fmt: skip
         ax_count.set_ylim(0, 1)
-        ax_count.set_xlabel("confidence max(p, 1-p)")
+        two = abs(chance - 0.5) < 1e-6
+        ax_count.set_xlabel("confidence max(p, 1-p)" if two else "top-label confidence max p_k")
         ax_count.set_ylabel("share")
         self.title = self.fig.text(0.55, 0.985, "", ha="center", va="top", fontsize=10)
         self.fig.subplots_adjust(left=0.14, right=0.96, bottom=0.1, top=0.93, hspace=0.08)
@@ -188,7 +260,7 @@ class ReliabilityPanel(_LiveFigure):
 class SpectrumPanel(_LiveFigure):
     """One panel per layer: log10 singular values of each class's centred representation."""
 
-    def __init__(self, widths: Sequence[int]) -> None:
+    def __init__(self, widths: Sequence[int], n_classes: int = 2) -> None:
         super().__init__(Figure(figsize=(2.4 * len(widths), 2.8), dpi=90))
         axes = self.fig.subplots(1, len(widths), squeeze=False, sharey=True)[0]
         self.axes = axes
@@ -196,7 +268,7 @@ class SpectrumPanel(_LiveFigure):
         for layer, (ax, width) in enumerate(zip(axes, widths)):
             lines = [ax.plot(range(1, width + 1), np.zeros(width), marker=".", color=color,
                              label=f"class {label}")[0]
-                     for label, color in enumerate(CLASS_COLORS)]  # fmt: skip
+                     for label, color in enumerate(class_colors(n_classes))]  # fmt: skip
             self.lines.append(lines)
             ax.set_title("input" if layer == 0 else f"after hidden layer {layer}", fontsize=9)
             ax.set_xlabel("index")

@@ -17,6 +17,7 @@ from spiralmix.atomic import write_atomic, write_json_atomic
 from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
 from spiralmix.config import flatten
 from spiralmix.data import SpiralDataModule
+from spiralmix.evaluation import Evaluation
 from spiralmix.module import MixupClassifier
 from spiralmix.plan import RunPlan, plan_run
 
@@ -46,7 +47,15 @@ def build_module(members: list[DictConfig]) -> MixupClassifier:
         ece_bins=cfg.evaluation.ece_bins,
         flatten_fraction=cfg.evaluation.flatten_fraction,
         grid_resolution=cfg.evaluation.grid_resolution,
+        n_classes=cfg.data.n_classes,
+        ood_center=list(cfg.data.center),
+        ood_radius=cfg.data.radius,
     )
+
+
+# The data keys every data set has; the others (n_cycles, factor, ...) go to its generator.
+SPLIT_KEYS = ("_target_", "name", "n_classes", "n_samples", "noise", "center", "radius",
+              "test_fraction", "val_fraction", "batch_size")  # fmt: skip
 
 
 def build_datamodule(members: list[DictConfig]) -> SpiralDataModule:
@@ -55,7 +64,9 @@ def build_datamodule(members: list[DictConfig]) -> SpiralDataModule:
         seeds=[m.seed for m in members],
         n_samples=cfg.data.n_samples,
         noise=cfg.data.noise,
-        n_cycles=cfg.data.n_cycles,
+        dataset=cfg.data._target_,
+        options={k: v for k, v in cfg.data.items() if k not in SPLIT_KEYS and v is not None},
+        n_classes=cfg.data.n_classes,
         test_fraction=cfg.data.test_fraction,
         val_fraction=cfg.data.val_fraction,
         batch_size=cfg.data.batch_size,
@@ -136,7 +147,9 @@ def fit(plan: RunPlan) -> list[dict]:
         logger=loggers,
         callbacks=[
             BoundaryImages(
-                [m.regularizer_name for m in members], cfg.evaluation.diagnostic_figures
+                [m.regularizer_name for m in members],
+                cfg.evaluation.diagnostic_figures,
+                cfg.data.n_classes,
             ),
             HparamsWithResults([tensorboard_hparams(c) for c in member_configs]),
             RunProgress(interactive=cfg.trainer.progress_bar),
@@ -201,7 +214,7 @@ def finish_member(
             failed_step=step,
             error=f"training loss became non-finite at step {step}",
         )
-    save_boundary(member_dir / "boundary.pt", module.last_eval, datamodule, e)
+    save_boundary(member_dir / "boundary.pt", module.latest, datamodule, e)
     write_json_atomic(member_dir / "metrics.json", result)
     final = result["final"]
     outcome = (
@@ -218,14 +231,17 @@ def finish_member(
     return result
 
 
-def save_boundary(path: Path, last_eval: dict, datamodule: SpiralDataModule, e: int) -> None:
-    """The final probability grid and the data of member e, for reports (tensors only)."""
+def save_boundary(path: Path, evaluation: Evaluation, datamodule: SpiralDataModule, e: int) -> None:
+    """The final probability grid and the data of member e, for reports (tensors only).
+
+    ``grid_p`` is (R²,), the probability of class 1, for two classes and (R², K) for K > 2.
+    """
     data = {
-        "step": torch.tensor(last_eval["step"]),
-        "grid": last_eval["grid"][e],
-        "grid_p": last_eval["grid_p"][e],
-        "test_p": last_eval["test_p"][e],
-        "spectra": [sv[e] for sv in last_eval["spectra"]],  # per layer: (2 classes, width)
+        "step": torch.tensor(evaluation.step),
+        "grid": evaluation.grid[e],
+        "grid_p": evaluation.grid_p[e],
+        "test_p": evaluation.test_p[e],
+        "spectra": [sv[e] for sv in evaluation.spectra],  # per layer: (K classes, width)
         **{
             f"{split}_{t}": getattr(datamodule, f"{split}_{t}")[e]
             for split in ("train", "val", "test")

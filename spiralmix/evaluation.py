@@ -1,0 +1,128 @@
+"""One evaluation of an ensemble: its metrics and the tensors its figures need, as a record.
+
+:func:`evaluate` is a plain function of the network and the data; the LightningModule calls
+it, logs the record's metrics and hands the record to every callback that is an
+:class:`EvaluationListener`, so that no callback reads the module's attributes or depends
+on the order of Lightning's hooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+
+from spiralmix import metrics
+from spiralmix.model import MLPEnsemble
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    n_classes: int = 2
+    grid_resolution: int = 100  # grid points per side
+    ece_bins: int = 15
+    flatten_fraction: float = 0.1  # a singular value counts above this share of the top one
+    ood_center: tuple[float, float] = (0.0, 0.0)  # the data lie within ood_radius of it
+    ood_radius: float = 2.0
+
+
+@dataclass
+class Evaluation:
+    """Everything one evaluation of E members measured; tensors have a leading member axis.
+
+    Probabilities are of class 1, (E, ·), for two classes and per class, (E, ·, K), for K > 2.
+    """
+
+    step: int
+    metrics: dict[str, torch.Tensor]  # name (e.g. "test/acc") → (E,)
+    grid: torch.Tensor  # (E, R², 2) a square grid over each member's test data ± 0.5
+    grid_p: torch.Tensor  # (E, R²) or (E, R², K) probabilities on the grid
+    test_p: torch.Tensor  # (E, n_test) or (E, n_test, K)
+    reliability: dict[str, torch.Tensor]  # see metrics.reliability: count, confidence, ...
+    spectra: list[torch.Tensor]  # per layer 0..n_hidden: (E, K, D) class singular values
+    # Only when the last hidden layer has 2 units (and K = 2): a picture of hidden space.
+    hidden_codes: torch.Tensor | None = None  # (E, n_train, 2) training points' codes
+    hidden_grid: torch.Tensor | None = None  # (E, R², 2) a grid over the codes
+    hidden_grid_p: torch.Tensor | None = None  # (E, R²) probabilities on that grid
+
+
+class EvaluationListener:
+    """A callback that receives each :class:`Evaluation` as soon as it is made."""
+
+    def on_evaluation(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, evaluation: Evaluation
+    ) -> None:
+        raise NotImplementedError
+
+
+def square_grid(
+    X: torch.Tensor, resolution: int, margin: float | torch.Tensor = 0.5
+) -> torch.Tensor:
+    """A resolution² grid per member covering its points X (E, N, 2) ± margin (a number,
+    or (E, 2) per member and axis): (E, R², 2), row i and column j at (xs[j], ys[i])."""
+    R = resolution
+    lo, hi = X.amin(1) - margin, X.amax(1) + margin  # (E, 2)
+    t = torch.linspace(0, 1, R)
+    xs = lo[:, :1] + (hi[:, :1] - lo[:, :1]) * t  # (E, R)
+    ys = lo[:, 1:] + (hi[:, 1:] - lo[:, 1:]) * t
+    gx = xs.unsqueeze(1).expand(-1, R, -1)
+    gy = ys.unsqueeze(2).expand(-1, -1, R)
+    return torch.stack([gx, gy], -1).reshape(len(X), R * R, 2)
+
+
+@torch.no_grad()
+def evaluate(
+    net: MLPEnsemble, data: pl.LightningDataModule, settings: EvaluationSettings, step: int
+) -> Evaluation:
+    """Evaluate every member of ``net`` (in eval mode; the caller restores train mode) on its
+    own test, training and validation points, a grid over the plane, a ring far from the
+    data, and the class-conditional spectra of its hidden layers.
+
+    ``data`` holds ``{train,val,test}_X`` (E, N, 2) and ``{train,val,test}_y`` (E, N).
+    """
+    out: dict[str, torch.Tensor] = {}
+    K = settings.n_classes
+    test_p = reliability = None
+    for split, prefix in (("test", "test"), ("train", "train_clean"), ("val", "val")):
+        X, y = getattr(data, f"{split}_X"), getattr(data, f"{split}_y")
+        if X.shape[1] == 0:
+            continue
+        logits = net(X)
+        p = metrics.probabilities(logits)
+        out[f"{prefix}/loss"] = metrics.nll(logits, y)
+        out[f"{prefix}/acc"] = metrics.accuracy(p, y)
+        if split == "test":
+            out["test/nll"] = out["test/loss"]
+            out["test/brier"] = metrics.brier_score(p, y)
+            reliability = metrics.reliability(p, y, settings.ece_bins)  # the diagram's data too
+            out["test/ece"] = metrics.calibration_error(reliability)
+            test_p = p
+    grid = square_grid(data.test_X, settings.grid_resolution)
+    grid_p = metrics.probabilities(net(grid))
+    out["boundary/uncertain_fraction"] = metrics.uncertain_fraction(grid_p)
+    r = settings.ood_radius
+    ring = metrics.ring(r_min=1.25 * r, r_max=1.75 * r, center=settings.ood_center)
+    out["ood/confidence"] = metrics.mean_confidence(
+        metrics.probabilities(net(ring.expand(net.n_members, -1, -1)))
+    )
+    spectra = []
+    h = data.train_X
+    for k in range(net.n_hidden + 1):
+        if k > 0:
+            h = net(h, k - 1, k)  # the training points after hidden layer k
+        sv = metrics.class_singular_values(h, data.train_y, K)  # (E, K, D)
+        out[f"flatten/layer{k}/top_sv"] = sv[..., 0].mean(-1)
+        sig = metrics.n_significant(sv, settings.flatten_fraction)
+        out[f"flatten/layer{k}/n_significant"] = sig.mean(-1)
+        out[f"flatten/layer{k}/effective_rank"] = metrics.effective_rank(sv).mean(-1)
+        spectra.append(sv)
+    record = Evaluation(step, out, grid, grid_p, test_p, reliability, spectra)
+    if net.dims[-2] == 2 and K == 2:  # a 2-D bottleneck: its hidden space can be drawn
+        codes = h  # (E, n_train, 2): the last hidden layer's output
+        # ±10% of the codes' span per axis: their scale is arbitrary and changes in training.
+        margin = 0.1 * (codes.amax(1) - codes.amin(1)).clamp_min(1e-3)
+        hidden_grid = square_grid(codes, settings.grid_resolution, margin)  # (E, R², 2)
+        record.hidden_codes, record.hidden_grid = codes, hidden_grid
+        record.hidden_grid_p = metrics.probabilities(net(hidden_grid, net.n_hidden))
+    return record
