@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from spiralmix.datasets import generate
-
 from spiralmix.streams import stream
 
 
