@@ -283,7 +283,8 @@ class SpectrumPanel(_LiveFigure):
         logs = [sv.clamp_min(1e-8).log10().nan_to_num(-8.0) for sv in spectra]
         for lines, values in zip(self.lines, logs):
             for line, row in zip(lines, values):
-                line.set_ydata(row.numpy())
+                # A class with fewer points than the layer is wide has fewer singular values.
+                line.set_data(np.arange(1, len(row) + 1), row.numpy())
         # Whole decades as limits, so the static part is redrawn only when they change.
         limits = (math.floor(min(float(v.min()) for v in logs)),
                   math.ceil(max(float(v.max()) for v in logs)))  # fmt: skip
