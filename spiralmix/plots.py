@@ -81,8 +81,17 @@ def draw_boundary(
     X: torch.Tensor | None = None,
     y: torch.Tensor | None = None,
 ):
-    """Filled contour of p over a square grid (R², 2) on ``ax``, optionally with points."""
+    """Filled contour of p (R²,) of class 1 over a square grid (R², 2) on ``ax``, optionally
+    with points; returns the contour for a colour bar. For K-class p (R², K), a class map
+    (see :class:`ClassMapPanel`), and None: its legend is the class colours."""
     R = int(round(len(grid) ** 0.5))
+    if p.ndim == 2:
+        ax.imshow(class_map_rgb(p.reshape(R, R, -1)), origin="lower", extent=_extent(grid),
+                  interpolation="bilinear", aspect="equal")  # fmt: skip
+        if X is not None:
+            _points(ax, X, y, size=10, edge=True, n_classes=p.shape[-1])
+        _square(ax, grid)
+        return None
     gx, gy = grid[:, 0].reshape(R, R), grid[:, 1].reshape(R, R)
     mappable = ax.contourf(gx, gy, p.reshape(R, R), levels=LEVELS, cmap=CMAP, vmin=0, vmax=1)
     if X is not None:
