@@ -1,14 +1,13 @@
-"""Tests for spiralmix.data: spiral geometry, stratified splits, the datamodule and its batches."""
+"""Tests for spiralmix.data: stratified splits, the datamodule and its batches."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 import torch
 
-from spiralmix.data import SpiralDataModule, SpiralDataset, generate_spirals, stratified_split
+from spiralmix.data import SpiralDataModule, SpiralDataset, stratified_split
+from spiralmix.datasets import spirals
 
 
 def gen(seed: int) -> torch.Generator:
@@ -38,71 +37,6 @@ def row_index(rows: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return equal.int().argmax(1).reshape(rows.shape[:-1])
 
 
-# --- generate_spirals ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("n_cycles", [2.0, 1.5])
-def test_class_0_is_the_spiral_formula(n_cycles):
-    X, y = generate_spirals(400, n_cycles=n_cycles, generator=gen(0))
-    assert_same_point_set(X[y == 0], spiral_formula(200, n_cycles).float())
-
-
-def test_class_1_is_class_0_turned_by_pi():
-    X, y = generate_spirals(400, generator=gen(1))
-    assert_same_point_set(X[y == 1], -X[y == 0])
-    assert_same_point_set(X[y == 1], spiral_formula(200, 2.0, start=math.pi).float())
-
-
-def test_radii_span_0_2_to_2():
-    X, _ = generate_spirals(1000, generator=gen(2))
-    r = X.norm(dim=1)
-    assert r.min() == pytest.approx(0.2, abs=1e-6)
-    assert r.max() == pytest.approx(2.0, abs=1e-6)
-
-
-def test_shapes_dtypes_and_class_balance():
-    X, y = generate_spirals(1000, generator=gen(3))
-    assert X.shape == (1000, 2) and y.shape == (1000,)
-    assert X.dtype == torch.float32 and y.dtype == torch.float32
-    assert set(y.tolist()) == {0.0, 1.0}
-    assert int((y == 0).sum()) == 500 and int((y == 1).sum()) == 500
-
-
-def test_points_are_shuffled():
-    _, y = generate_spirals(1000, generator=gen(4))
-    assert not torch.equal(y, y.sort().values)
-
-
-def test_noise_has_the_requested_std():
-    noise = 0.1
-    clean, y_clean = generate_spirals(1000, noise=0.0, generator=gen(5))
-    noisy, y_noisy = generate_spirals(1000, noise=noise, generator=gen(5))
-    assert torch.equal(y_clean, y_noisy)
-    diff = (noisy - clean).flatten()
-    # 2000 Gaussian values: the sample std has a standard error of noise / sqrt(4000) ≈ 0.0016.
-    assert diff.std().item() == pytest.approx(noise, abs=0.01)
-    assert diff.mean().item() == pytest.approx(0.0, abs=0.01)
-
-
-def test_negative_noise_raises():
-    with pytest.raises(ValueError, match="noise"):
-        generate_spirals(10, noise=-0.1)
-
-
-@pytest.mark.parametrize("n_samples", [999, 1, 0, -2])
-def test_bad_n_samples_raises(n_samples):
-    with pytest.raises(ValueError, match="n_samples"):
-        generate_spirals(n_samples)
-
-
-def test_same_seed_same_data_different_seed_different_order():
-    X1, y1 = generate_spirals(200, noise=0.05, generator=gen(7))
-    X2, y2 = generate_spirals(200, noise=0.05, generator=gen(7))
-    X3, _ = generate_spirals(200, noise=0.05, generator=gen(8))
-    assert torch.equal(X1, X2) and torch.equal(y1, y2)
-    assert not torch.equal(X1, X3)
-
-
 # --- stratified_split --------------------------------------------------------------------------
 
 
@@ -122,7 +56,7 @@ def test_stratified_split_sizes_balance_and_cover(fractions):
 
 
 def test_stratified_split_depends_on_the_seed():
-    _, y = generate_spirals(1000, generator=gen(0))
+    _, y = spirals(1000, generator=gen(0))
     a = stratified_split(y, [0.9], gen(1))
     b = stratified_split(y, [0.9], gen(1))
     c = stratified_split(y, [0.9], gen(2))
@@ -144,8 +78,8 @@ def test_dataset_items():
 @pytest.mark.parametrize(
     ("X", "y", "match"),
     [
-        (torch.randn(4, 2), torch.tensor([0.0, 1.0, 2.0, 0.0]), "0 or 1"),
-        (torch.randn(4, 2), torch.tensor([0.0, 0.5, 1.0, 0.0]), "0 or 1"),
+        (torch.randn(4, 2), torch.tensor([0.0, 1.0, 2.0, 0.0]), "class indices"),
+        (torch.randn(4, 2), torch.tensor([0.0, 0.5, 1.0, 0.0]), "class indices"),
         (torch.randn(4), torch.tensor([0.0, 1.0, 1.0, 0.0]), "X"),
         (torch.randn(4, 2, 1), torch.tensor([0.0, 1.0, 1.0, 0.0]), "X"),
         (torch.randn(4, 2), torch.tensor([0.0, 1.0, 1.0]), "y"),
@@ -240,3 +174,22 @@ def test_training_set_too_small_for_a_step_raises():
     with pytest.raises(ValueError, match="120"):
         make_dm(batch_size=60, pairing="halves")
     assert make_dm(batch_size=60, pairing="permute").train_X.shape[1] == 100
+
+
+def test_k_classes_split_stratified_and_one_hot_batches():
+    dm = make_dm([1, 2], dataset="spiralmix.datasets.spirals", n_samples=600, n_classes=3,
+                 batch_size=8, steps_per_call=2)  # fmt: skip
+    assert dm.train_X.shape == (2, 60, 2)
+    for c in range(3):
+        assert int((dm.train_y[0] == c).sum()) == 20 and int((dm.test_y[1] == c).sum()) == 180
+    out = dm.chunk(0)
+    assert out["y"].shape == (2, 2, 16, 3)
+    idx = row_index(out["x"][:, 0], dm.train_X[0])
+    assert torch.equal(out["y"][:, 0].argmax(-1), dm.train_y[0][idx].long())
+    assert torch.equal(out["y"].sum(-1), torch.ones(2, 2, 16))
+
+
+def test_generator_options_reach_the_generator():
+    dm = make_dm(dataset="spiralmix.datasets.circles", noise=0.0, options={"factor": 0.3})
+    r = dm.test_X[0].norm(dim=1)
+    assert torch.allclose(r[dm.test_y[0] == 1], torch.full((450,), 0.3), atol=1e-6)
