@@ -17,8 +17,13 @@ from spiralmix.metrics import (
     expected_calibration_error,
     mean_confidence,
     n_significant,
+    nll,
+    probabilities,
     reliability,
     ring,
+    soft_cross_entropy,
+    training_loss,
+    two_columns,
     uncertain_fraction,
 )
 
@@ -233,3 +238,97 @@ def test_effective_rank_by_hand():
     # No direction at all, or a diverged member: no rank rather than a made-up one.
     assert effective_rank(torch.zeros(3)).isnan()
     assert effective_rank(torch.tensor([torch.nan, 1.0])).isnan()
+
+
+# --- K classes: each definition equals the binary one at K = 2 ---------------------------------
+
+
+def binary_case(seed: int, E: int = 3, N: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
+    z = torch.randn(E, N, generator=gen(seed)) * 3
+    y = (torch.rand(E, N, generator=gen(seed + 1)) > 0.5).float()
+    return z, y
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_k_class_metrics_at_k_2_equal_the_binary_ones(seed):
+    z, y = binary_case(seed)
+    p = torch.sigmoid(z)
+    p2 = two_columns(p)  # (E, N, 2)
+    logits2 = torch.stack([torch.zeros_like(z), z], -1)  # softmax([0, z]) = [1 − σ(z), σ(z)]
+    assert torch.allclose(probabilities(logits2), p2, atol=1e-6)
+    assert torch.equal(accuracy(p2, y), accuracy(p, y))
+    torch.testing.assert_close(brier_score(p2, y), brier_score(p, y))
+    torch.testing.assert_close(nll(logits2, y), binary_nll(z, y))
+    torch.testing.assert_close(nll(z, y), binary_nll(z, y))
+    soft = torch.rand(3, 400, generator=gen(seed + 2))
+    torch.testing.assert_close(soft_cross_entropy(logits2, two_columns(soft)), binary_nll(z, soft))
+    torch.testing.assert_close(
+        expected_calibration_error(p2, y, 15), expected_calibration_error(p, y, 15)
+    )
+    stats, stats2 = reliability(p, y, 10), reliability(p2, y, 10)
+    assert torch.equal(stats["count"], stats2["count"])
+    assert torch.equal(stats["edges"], stats2["edges"])
+    torch.testing.assert_close(uncertain_fraction(p2), uncertain_fraction(p))
+    torch.testing.assert_close(mean_confidence(p2), mean_confidence(p))
+
+
+def test_k_class_nll_matches_scikit_learn():
+    from sklearn.metrics import log_loss
+
+    logits = torch.randn(2, 50, 4, generator=gen(7)) * 2
+    y = torch.randint(0, 4, (2, 50), generator=gen(8)).float()
+    p = torch.softmax(logits.double(), -1)
+    for e in range(2):
+        expected = log_loss(y[e].numpy(), p[e].numpy(), labels=[0, 1, 2, 3])
+        assert nll(logits, y)[e].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_k_class_brier_accuracy_and_confidence_by_hand():
+    p = torch.tensor([[[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [1 / 3, 1 / 3, 1 / 3]]])
+    y = torch.tensor([[0.0, 1.0, 2.0]])
+    # ½ Σ (p − onehot)²: (0.09 + 0.04 + 0.01) / 2, (0.01 + 0.49 + 0.36) / 2, (4/9 + 1/9 + 1/9) / 2.
+    expected = ((0.14 + 0.86 + 6 / 9) / 2) / 3
+    assert brier_score(p, y).item() == pytest.approx(expected, rel=1e-6)
+    assert accuracy(p, y).item() == pytest.approx(1 / 3)  # ties go to the first class
+    assert mean_confidence(p).item() == pytest.approx((0.7 + 0.6 + 1 / 3) / 3)
+    # Uncertain: top-label confidence <= (1 + 1/3) / 2 = 2/3: the second and third points.
+    assert uncertain_fraction(p).item() == pytest.approx(2 / 3)
+
+
+def test_k_class_ece_is_top_label_over_bins_from_chance():
+    # Top-label confidence 0.6 everywhere, 50% right: ECE = 0.1; bins cover [1/4, 1].
+    p = torch.tensor([0.6, 0.2, 0.1, 0.1]).expand(1, 100, 4)
+    y = torch.cat([torch.zeros(50), torch.ones(50)]).unsqueeze(0)
+    stats = reliability(p, y, n_bins=3)
+    assert stats["edges"].tolist() == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert stats["count"].tolist() == [[0, 100, 0]]
+    assert expected_calibration_error(p, y, 3).item() == pytest.approx(0.1, abs=1e-6)
+
+
+def test_class_singular_values_for_every_class_match_numpy():
+    E, K, n_c, D = 2, 4, 12, 5
+    h = torch.randn(E, K * n_c, D, generator=gen(9))
+    y = torch.arange(K).repeat(n_c).float().expand(E, -1)
+    sv = class_singular_values(h, y, K)
+    assert sv.shape == (E, K, D)
+    for e in range(E):
+        for c in range(K):
+            hc = h[e][y[e] == c].double().numpy()
+            expected = np.linalg.svd(hc - hc.mean(0), compute_uv=False)
+            assert np.allclose(sv[e, c].numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ring_around_a_centre():
+    points = ring(500, r_min=2.0, r_max=2.8, center=(0.5, -1.0))
+    r = (points - torch.tensor([0.5, -1.0])).norm(dim=1)
+    assert torch.all((r >= 2.0 - 1e-5) & (r <= 2.8 + 1e-5))
+    assert torch.equal(ring(300), ring(300, 2.5, 3.5, (0.0, 0.0)))
+
+
+def test_training_loss_is_bce_for_two_classes_and_soft_cross_entropy_for_more():
+    assert training_loss(2) is binary_nll
+    assert training_loss(3) is soft_cross_entropy
+    logits = torch.randn(2, 10, 3, generator=gen(10))
+    targets = torch.softmax(torch.randn(2, 10, 3, generator=gen(11)), -1)
+    expected = -(targets * torch.log_softmax(logits, -1)).sum(-1).mean(-1)
+    torch.testing.assert_close(soft_cross_entropy(logits, targets), expected)
