@@ -195,3 +195,22 @@ def test_ensemble_dropout_active_in_train_mode_only():
     assert (h_eval == 0).sum() == 0
     kept = h != 0
     assert torch.allclose(h[kept], 2 * h_eval[kept], atol=1e-6)
+
+
+@pytest.mark.parametrize("K", [3, 5])
+def test_k_classes_give_k_logits_and_members_match(x, K):
+    model = MLPEnsemble([gen(s) for s in (1, 2)], 2, HIDDEN, n_classes=K).eval()
+    out = model(x.expand(2, -1, -1))
+    assert out.shape == (2, len(x), K)
+    assert model(x.expand(2, -1, -1), 0, len(HIDDEN)).shape == (2, len(x), HIDDEN[-1])
+    for e in range(2):
+        member = model.member(e)
+        assert member.classifier.out_features == K
+        assert torch.allclose(member(x), out[e], atol=1e-6)
+
+
+def test_two_classes_keep_one_logit_and_the_same_initial_weights():
+    two = MLPEnsemble([gen(4)], 2, HIDDEN, n_classes=2)
+    default = MLPEnsemble([gen(4)], 2, HIDDEN)
+    assert two.dims[-1] == 1
+    assert all(torch.equal(a, b) for a, b in zip(two.parameters(), default.parameters()))

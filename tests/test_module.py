@@ -100,3 +100,46 @@ def test_without_mixup_every_sample_of_the_batch_is_used():
     y2 = y.clone()
     y2[:, 32:] = 1 - y2[:, 32:]
     assert not torch.allclose(module._loss(x, y2, {}), expected)
+
+
+# --- K classes ---------------------------------------------------------------------------------
+
+
+def _k_class_batch(module, n_rows: int, K: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(module.n_members, n_rows, 2, generator=gen)
+    labels = torch.randint(0, K, (module.n_members, n_rows), generator=gen)
+    return x, torch.nn.functional.one_hot(labels, K).float()
+
+
+def test_k_class_mixup_mixes_one_hot_targets_and_uses_softmax_cross_entropy():
+    cfg = compose_config(["regularizer=mixup", "data=spirals3"])
+    module = build_module(members(cfg, [1]))
+    x, y = _k_class_batch(module, 64, 3)
+    lam = torch.tensor([0.3])
+    loss = module._loss(x, y, {"k": torch.tensor([2]), "lam": lam})
+    mixed_h = 0.3 * module.net(x[:, :32], 0, 2) + 0.7 * module.net(x[:, 32:], 0, 2)
+    targets = 0.3 * y[:, :32] + 0.7 * y[:, 32:]  # on the simplex
+    assert torch.allclose(targets.sum(-1), torch.ones(1, 32))
+    logits = module.net(mixed_h, 2)
+    assert logits.shape == (1, 32, 3)
+    expected = -(targets * torch.log_softmax(logits, -1)).sum(-1).mean(-1)
+    torch.testing.assert_close(loss, expected)
+    assert module(x[0]).shape == (1, 64, 3)
+    assert torch.allclose(module(x[0]).sum(-1), torch.ones(1, 64))
+
+
+@pytest.mark.parametrize("regularizers", [["none", "mixup", "dropout", "hidden_mixup"]])
+def test_k_class_ensemble_member_loss_equals_single_run_loss(regularizers):
+    """Members that mix at different layers, or not at all, each get their own K-class loss."""
+    cfgs = [compose_config([f"regularizer={r}", "data=spirals3"]) for r in regularizers]
+    ensemble = build_module([m for c in cfgs for m in members(c, [5])])
+    draws = ensemble._draw(chunk=1, n_steps=10)
+    singles = [build_module(members(c, [5])) for c in cfgs]
+    for step in range(10):
+        x, y = _k_class_batch(ensemble, 64, 3, seed=step)
+        loss = ensemble._loss(x, y, {k: v[step] for k, v in draws.items()})
+        for e, single in enumerate(singles):
+            own = {k: v[step] for k, v in single._draw(chunk=1, n_steps=10).items()}
+            expected = single._loss(x[e : e + 1], y[e : e + 1], own)
+            torch.testing.assert_close(loss[e : e + 1], expected, rtol=1e-5, atol=1e-6)
