@@ -1,0 +1,106 @@
+"""Tests for spiralmix.evaluation: the record's contents for two and K classes, and how the
+callbacks receive it."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from spiralmix import metrics
+from spiralmix.evaluation import (
+    Evaluation,
+    EvaluationListener,
+    EvaluationSettings,
+    evaluate,
+    square_grid,
+)
+from spiralmix.train import build_datamodule, build_module, train
+from tests.conftest import TINY, compose_config, members
+
+
+def _setup(*overrides: str, seeds=(1, 2)):
+    cfg = compose_config(["evaluation.grid_resolution=12", *overrides])
+    runs = members(cfg, list(seeds))
+    module, dm = build_module(runs), build_datamodule(runs)
+    dm.setup()
+    return cfg, module, dm
+
+
+@pytest.mark.parametrize(("data", "K"), [("spirals", 2), ("spirals3", 3), ("blobs", 2)])
+def test_record_shapes_and_metrics(data, K):
+    cfg, module, dm = _setup(f"data={data}")
+    settings = EvaluationSettings(n_classes=K, grid_resolution=12, ood_radius=cfg.data.radius,
+                                  ood_center=tuple(cfg.data.center))  # fmt: skip
+    record = evaluate(module.net.eval(), dm, settings, step=7)
+    assert isinstance(record, Evaluation) and record.step == 7
+    n_test = dm.test_X.shape[1]
+    tail = () if K == 2 else (K,)
+    assert record.grid.shape == (2, 144, 2)
+    assert record.grid_p.shape == (2, 144, *tail)
+    assert record.test_p.shape == (2, n_test, *tail)
+    assert [sv.shape[:2] for sv in record.spectra] == [(2, K)] * 4
+    for name in ("test/acc", "test/loss", "test/ece", "test/brier", "ood/confidence",
+                 "boundary/uncertain_fraction", "flatten/layer3/effective_rank"):  # fmt: skip
+        assert record.metrics[name].shape == (2,), name
+    # The record's numbers are the metrics of its own tensors.
+    torch.testing.assert_close(
+        record.metrics["test/acc"], metrics.accuracy(record.test_p, dm.test_y)
+    )
+    erank = metrics.effective_rank(record.spectra[2]).mean(-1)
+    torch.testing.assert_close(record.metrics["flatten/layer2/effective_rank"], erank)
+    assert record.hidden_codes is None  # a 32-unit last layer: no hidden-space picture
+
+
+def test_far_from_the_data_confidence_uses_a_ring_outside_the_data():
+    cfg, module, dm = _setup("data=moons")
+    center, radius = torch.tensor(list(cfg.data.center)), cfg.data.radius
+    everything = torch.cat([dm.train_X, dm.test_X], 1)
+    # Noise 0.1 can carry a point past the noise-free circle, but not to 1.25 radii.
+    assert (everything - center).norm(dim=-1).max() < 1.25 * radius
+    settings = EvaluationSettings(ood_center=tuple(cfg.data.center), ood_radius=radius)
+    record = evaluate(module.net.eval(), dm, settings, step=0)
+    ring = metrics.ring(r_min=1.25 * radius, r_max=1.75 * radius, center=tuple(cfg.data.center))
+    p = torch.sigmoid(module.net(ring.expand(2, -1, -1)))
+    torch.testing.assert_close(record.metrics["ood/confidence"], metrics.mean_confidence(p))
+
+
+def test_square_grid_covers_the_points():
+    X = torch.tensor([[[0.0, 1.0], [2.0, -1.0]]])
+    grid = square_grid(X, 3, margin=0.5)
+    assert grid.shape == (1, 9, 2)
+    assert grid[0, 0].tolist() == [-0.5, -1.5] and grid[0, -1].tolist() == [2.5, 1.5]
+
+
+class Recorder(EvaluationListener):
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_evaluation(self, trainer, pl_module, evaluation: Evaluation) -> None:
+        self.steps.append(evaluation.step)
+        assert evaluation is pl_module.latest
+
+
+def test_the_module_hands_each_evaluation_to_listeners():
+    _, module, dm = _setup()
+    recorder = Recorder()
+    module.trainer = SimpleNamespace(datamodule=dm, global_step=0, loggers=[],
+                                     callbacks=[object(), recorder])  # fmt: skip
+    record = module.evaluate()
+    assert recorder.steps == [0] and module.latest is record
+    assert module.history[-1]["test/acc"] == record.metrics["test/acc"].tolist()
+
+
+def test_k_class_run_writes_k_class_probabilities(tmp_path):
+    cfg = compose_config([*TINY, "data=blobs", "data.n_classes=4", "regularizer=mixup"])
+    result = train(cfg, tmp_path)[0]
+    saved = torch.load(tmp_path / "boundary.pt", weights_only=True)
+    assert saved["grid_p"].shape == (30 * 30, 4)
+    assert saved["test_p"].shape == (len(saved["test_y"]), 4)
+    assert [sv.shape[0] for sv in saved["spectra"]] == [4] * 4
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["config"]["data"]["name"] == "blobs"
+    assert written["config"]["data"]["n_classes"] == 4
+    assert result["final"]["test/acc"] > 0.5  # four well separated blobs, 200 steps
