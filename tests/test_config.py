@@ -219,3 +219,58 @@ def test_split_sizes_match_the_datamodule(with_overrides, n_samples, test_fracti
     made = {name: getattr(dm, f"{name}_y").shape[1] for name in ("train", "val", "test")}
     assert split_sizes(cfg) == made
     assert sum(made.values()) == n_samples
+
+
+# --- data sets ---------------------------------------------------------------------------------
+
+DATA_SETS = {"spirals": 2, "spirals3": 3, "moons": 2, "circles": 2, "checkerboard": 2, "blobs": 2}
+
+
+@pytest.mark.parametrize(("name", "K"), DATA_SETS.items())
+def test_every_data_set_composes_and_validates(make_cfg, name, K):
+    cfg = make_cfg(f"data={name}", "regularizer=mixup")
+    validate(cfg)
+    assert cfg.data.name == name and cfg.data.n_classes == K
+    assert cfg.data._target_.startswith("spiralmix.datasets.")
+    sizes = split_sizes(cfg)
+    assert sum(sizes.values()) == cfg.data.n_samples and sizes["train"] >= 64
+
+
+BAD_DATA = [
+    (["data.n_classes=1"], "data.n_classes"),
+    (["data.n_classes=0"], "data.n_classes"),
+    (["data=moons", "data.n_classes=3"], "data.n_classes"),
+    (["data=circles", "data.n_classes=4"], "data.n_classes"),
+    (["data=checkerboard", "data.n_classes=3"], "data.n_classes"),
+    (["data=checkerboard", "data.board_size=1"], "data.board_size"),
+    (["data=circles", "data.factor=1.0"], "data.factor"),
+    (["data=circles", "data.factor=0"], "data.factor"),
+    (["data=circles", "data.factor=-0.5"], "data.factor"),
+    (["data=moons", "data.noise=-0.1"], "data.noise"),
+    (["data=blobs", "data.spread=0"], "data.spread"),
+    (["data=spirals3", "data.n_samples=1000"], "data.n_samples"),
+    (["data.n_cycles=0"], "data.n_cycles"),
+    (["data.radius=0"], "data.radius"),
+    (["data.center=[1.0]"], "data.center"),
+    (["data._target_=spiralmix.datasets.nothing"], "data._target_"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key"), BAD_DATA, ids=[" ".join(o) for o, _ in BAD_DATA])
+def test_bad_data_set_values_are_rejected_naming_the_key(make_cfg, overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
+        validate(make_cfg(*overrides))
+    assert "\n" not in str(err.value)
+
+
+def test_k_classes_where_the_data_set_has_them(make_cfg):
+    for overrides in (["data=blobs", "data.n_classes=5"], ["data=spirals3"],
+                      ["data.n_classes=5", "data.n_samples=2500"]):  # fmt: skip
+        validate(make_cfg(*overrides))
+
+
+def test_the_datasets_preset_trains_every_data_set_and_regularizer(make_cfg):
+    cfg = make_cfg("experiment=datasets")
+    validate(cfg)
+    assert sorted(cfg.regularizers) == sorted(REGULARIZERS)
+    assert len(cfg.seeds) == 5
