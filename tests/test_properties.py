@@ -20,19 +20,32 @@ FAST = [
     "evaluation.grid_resolution=8", "evaluation.diagnostic_figures=false",
 ]  # fmt: skip
 BASE = compose_config(FAST)
+DATA_SETS = ["spirals", "moons", "circles", "checkerboard", "blobs"]
+BASES = {name: compose_config([*FAST, f"data={name}"]) for name in DATA_SETS}
+MULTI_CLASS = {"spirals", "blobs"}  # the generators that take n_classes
 
 
 @st.composite
 def valid_configs(draw):
-    cfg = BASE.copy()
+    name = draw(st.sampled_from(DATA_SETS))
+    cfg = BASES[name].copy()
+    K = draw(st.integers(2, 5)) if name in MULTI_CLASS else 2
+    cfg.data.n_classes = K
     hidden = draw(st.lists(st.integers(2, 12), min_size=1, max_size=3))
     cfg.model.hidden_dims = hidden
     cfg.model.p = draw(st.floats(0.0, 0.8))
     cfg.model.lr = draw(st.floats(1e-4, 1e-2))
     cfg.model.weight_decay = draw(st.floats(0.0, 1.0))
-    cfg.data.n_samples = 2 * draw(st.integers(30, 200))
+    cfg.data.n_samples = K * draw(st.integers(30, 200))
     cfg.data.noise = draw(st.floats(0.0, 0.3))
-    cfg.data.n_cycles = draw(st.floats(0.5, 3.0))
+    if name == "spirals":
+        cfg.data.n_cycles = draw(st.floats(0.5, 3.0))
+    if name == "circles":
+        cfg.data.factor = draw(st.floats(0.05, 0.95))
+    if name == "checkerboard":
+        cfg.data.board_size = draw(st.integers(2, 6))
+    if name == "blobs":
+        cfg.data.spread = draw(st.floats(0.05, 2.0))
     cfg.data.test_fraction = draw(st.floats(0.2, 0.8))
     cfg.mixup.enabled = draw(st.booleans())
     cfg.mixup.alpha = draw(st.floats(0.05, 5.0))
@@ -55,6 +68,7 @@ def test_valid_configs_train_a_few_steps(cfg):
     assert result["steps"] == 20
     assert all(math.isfinite(v) for v in result["final"].values() if v is not None)
     assert 0 <= result["final"]["test/acc"] <= 1
+    assert result["config"]["data"]["n_classes"] == cfg.data.n_classes
 
 
 BREAKERS = {
@@ -79,6 +93,12 @@ BREAKERS = {
     "mixup.pairing": st.text(min_size=1, max_size=8).filter(
         lambda s: s not in ("halves", "permute")
     ),
+    "data.n_classes": st.integers(-5, 1),
+    "data.noise": st.floats(-10.0, -1e-6),
+    "data.factor": st.one_of(st.floats(1.0, 10.0), st.floats(-10.0, 0.0)),
+    "data.board_size": st.integers(-10, 1),
+    "data.spread": st.floats(-10.0, 0.0),
+    "data.radius": st.floats(-10.0, 0.0),
 }
 
 
@@ -91,3 +111,24 @@ def test_invalid_values_are_rejected_naming_the_key(key, data):
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     assert key in str(err.value) or (key == "model.hidden_dims" and "hidden_dims" in str(err.value))
+
+
+@settings(max_examples=30, deadline=None)
+@given(name=st.sampled_from(sorted(set(DATA_SETS) - MULTI_CLASS)), K=st.integers(3, 50))
+def test_more_classes_than_a_data_set_makes_are_rejected(name, K):
+    cfg = BASES[name].copy()
+    cfg.data.n_classes = K
+    cfg.data.n_samples = 1000 * K  # a multiple of K: only the number of classes is wrong
+    with pytest.raises(ConfigError, match=r"data\.n_classes") as err:
+        validate(cfg)
+    assert "at most 2 classes" in str(err.value) and "\n" not in str(err.value)
+
+
+@settings(max_examples=30, deadline=None)
+@given(name=st.sampled_from(sorted(MULTI_CLASS)), K=st.integers(2, 9), extra=st.integers(1, 8))
+def test_a_number_of_points_that_k_does_not_divide_is_rejected(name, K, extra):
+    cfg = BASES[name].copy()
+    cfg.data.n_classes = K
+    cfg.data.n_samples = 100 * K + extra % K if extra % K else 100 * K + 1
+    with pytest.raises(ConfigError, match=r"data\.n_samples"):
+        validate(cfg)
