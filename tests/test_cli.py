@@ -16,7 +16,7 @@ EVALUATIONS = [0, 100, 200]
 SCALARS = [
     "train/loss", "test/loss", "test/acc", "test/nll", "test/ece", "test/brier",
     "train_clean/loss", "train_clean/acc", "boundary/uncertain_fraction", "ood/confidence",
-    *(f"flatten/layer{k}/{name}" for k in range(4) for name in ("top_sv", "n_significant")),
+    *(f"flatten/layer{k}/{name}" for k in range(4) for name in ("top_sv", "n_significant", "effective_rank")),
 ]  # fmt: skip
 IMAGES = [
     "boundary/probability", "boundary/probability_train", "calibration/reliability",
@@ -95,12 +95,18 @@ BAD_VALUES = [
     ("+data.extra=1", "data.extra"),
     ("resume=/nonexistent/run", "resume"),
     ("regularizers=[none,nonsense]", "regularizers"),
+    ("data=nonsense", "data/nonsense"),
+    ("data.n_classes=1", "data.n_classes"),
+    ("data=moons data.n_classes=3", "data.n_classes"),
+    ("data=checkerboard data.board_size=1", "data.board_size"),
+    ("data=circles data.factor=1.5", "data.factor"),
+    ("data=moons data.noise=-0.1", "data.noise"),
 ]
 
 
 @pytest.mark.parametrize(("override", "key"), BAD_VALUES, ids=[o for o, _ in BAD_VALUES])
 def test_bad_value_fails_with_one_line_naming_it(tmp_path, override, key):
-    result = run_cli(override, f"hydra.run.dir={tmp_path}", timeout=120)
+    result = run_cli(*override.split(), f"hydra.run.dir={tmp_path}", timeout=120)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -128,3 +134,29 @@ def test_a_failed_run_exits_non_zero_and_keeps_its_logs(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "failed"
     assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_an_unknown_data_set_lists_the_available_ones(tmp_path):
+    result = run_cli("data=spiral", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    for name in ("spirals", "spirals3", "moons", "circles", "checkerboard", "blobs"):
+        assert name in line
+    assert "\n" not in line
+
+
+def test_a_k_class_run_logs_everything(tmp_path):
+    result = run_cli("data=spirals3", "regularizer=mixup", *TINY, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    expected = [*SCALARS, "mixup/k", "mixup/lambda", "flatten/layer3/effective_rank"]
+    assert set(expected) <= set(tags["scalars"])
+    for tag in IMAGES:
+        assert [i.step for i in events.Images(tag)] == EVALUATIONS, tag
+    # Three classes: chance is 1/3, so far from the data confidence may go down to it.
+    assert all(1 / 3 - 1e-6 <= e.value <= 1 for e in events.Scalars("ood/confidence"))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["data"]["name"] == "spirals3"
+    assert metrics["config"]["data"]["n_classes"] == 3

@@ -1,0 +1,62 @@
+"""Tests for spiralmix.plots: K-class decision maps (binary figures are covered by the CLI)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.colors import to_rgb
+
+from spiralmix.plots import (
+    CLASS_COLORS,
+    ClassMapPanel,
+    ReliabilityPanel,
+    SpectrumPanel,
+    class_colors,
+    class_map_rgb,
+)
+
+
+def test_class_colors_keep_blue_and_red_for_two_and_differ_for_more():
+    assert class_colors(2) == CLASS_COLORS
+    for K in (3, 5, 10):
+        assert len(set(class_colors(K))) == K
+
+
+@pytest.mark.parametrize("K", [3, 4])
+def test_certain_points_take_their_class_colour_and_chance_is_white(K):
+    certain = torch.eye(K)  # (K, K): point c is class c for sure
+    rgb = class_map_rgb(certain)
+    assert rgb.shape == (K, 3)
+    for c in range(K):
+        assert np.allclose(rgb[c], to_rgb(class_colors(K)[c]))
+    assert np.allclose(class_map_rgb(torch.full((1, K), 1 / K)), 1.0)
+    # Half-way from chance to certainty: half-way from white to the colour.
+    half = torch.full((K,), (1 - (1 / K + 0.5 * (1 - 1 / K))) / (K - 1))
+    half[1] = 1 / K + 0.5 * (1 - 1 / K)
+    expected = 1 - 0.5 * (1 - np.array(to_rgb(class_colors(K)[1])))
+    assert np.allclose(class_map_rgb(half.unsqueeze(0))[0], expected, atol=1e-6)
+
+
+def test_class_map_panel_renders_and_changes_with_the_probabilities():
+    R, K = 20, 3
+    t = torch.linspace(-1, 1, R)
+    grid = torch.stack(torch.meshgrid(t, t, indexing="xy"), -1).reshape(-1, 2)
+    X = torch.randn(30, 2)
+    y = torch.arange(3).repeat(10).float()
+    panel = ClassMapPanel(grid, K, X, y)
+    uniform = panel.render(torch.full((R * R, K), 1 / K), "title")
+    sure = panel.render(torch.nn.functional.one_hot(torch.arange(R * R) % K, K).float(), "title")
+    assert uniform.shape == sure.shape and uniform.shape[2] == 3 and uniform.dtype == np.uint8
+    assert uniform.shape[0] > 300 and uniform.shape[1] > 400
+    assert (uniform != sure).any()
+
+
+def test_reliability_and_spectrum_panels_take_k_classes():
+    edges = torch.linspace(1 / 3, 1, 16)
+    stats = {"count": torch.ones(15), "confidence": torch.linspace(0.4, 0.95, 15),
+             "accuracy": torch.linspace(0.3, 1.0, 15), "edges": edges}  # fmt: skip
+    assert ReliabilityPanel(edges).render(stats, "t").ndim == 3
+    # Classes with fewer points than a layer is wide give shorter spectra.
+    spectra = [torch.rand(3, 2), torch.rand(3, 10), torch.rand(3, 10)]
+    assert SpectrumPanel([2, 16, 16], n_classes=3).render(spectra, "t").ndim == 3
