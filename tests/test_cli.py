@@ -16,7 +16,8 @@ EVALUATIONS = [0, 100, 200]
 SCALARS = [
     "train/loss", "test/loss", "test/acc", "test/nll", "test/ece", "test/brier",
     "train_clean/loss", "train_clean/acc", "boundary/uncertain_fraction", "ood/confidence",
-    *(f"flatten/layer{k}/{name}" for k in range(4) for name in ("top_sv", "n_significant", "effective_rank")),
+    *(f"flatten/layer{k}/{name}" for k in range(4)
+      for name in ("top_sv", "n_significant", "effective_rank")),
 ]  # fmt: skip
 IMAGES = [
     "boundary/probability", "boundary/probability_train", "calibration/reliability",
