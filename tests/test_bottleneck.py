@@ -54,16 +54,15 @@ def test_hidden_codes_are_the_training_points_after_the_last_hidden_layer():
     runs = members(cfg, [1, 2])
     module, dm = build_module(runs), build_datamodule(runs)
     dm.setup()
-    module.trainer = SimpleNamespace(datamodule=dm, global_step=0, loggers=[])
-    module.evaluate()
-    latest = module.last_eval
+    module.trainer = SimpleNamespace(datamodule=dm, global_step=0, loggers=[], callbacks=[])
+    latest = module.evaluate()
     with torch.no_grad():
         codes = module.net(dm.train_X, 0, module.net.n_hidden)
     assert codes.shape == (2, dm.train_X.shape[1], 2)
-    assert torch.equal(latest["hidden_codes"], codes)
+    assert torch.equal(latest.hidden_codes, codes)
     # The hidden grid covers the codes, and its probabilities are the classifier's there.
-    grid = latest["hidden_grid"]
+    grid = latest.hidden_grid
     assert grid.shape == (2, 20 * 20, 2)
     assert (grid.amin(1) < codes.amin(1)).all() and (grid.amax(1) > codes.amax(1)).all()
     expected = torch.sigmoid(module.net(grid, module.net.n_hidden))
-    assert torch.allclose(latest["hidden_grid_p"], expected)
+    assert torch.allclose(latest.hidden_grid_p, expected)
