@@ -14,7 +14,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from spiralmix.report import ReportOnMultirunEnd, collect, main, write_report
+from spiralmix.report import ReportOnMultirunEnd, collect, write_report
+from spiralmix.report.__main__ import main
 
 FIGURES = ("boundaries.png", "curves.png", "calibration.png", "flattening.png")
 
@@ -294,7 +295,12 @@ def test_no_completed_run_yet_lists_the_jobs_and_draws_nothing(tmp_path):
     report = write_report(tmp_path)
 
     assert report.groups == [] and len(report.problems) == 2
-    assert [p.name for p in report.files] == ["report.md", "report.csv", "report_runs.csv"]
+    assert [p.name for p in report.files] == [
+        "report.md",
+        "report.csv",
+        "report_runs.csv",
+        "report.html",
+    ]
     md = (tmp_path / "report.md").read_text()
     assert "No completed run yet." in md and "`regularizer=none/seed=2`" in md
 

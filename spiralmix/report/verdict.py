@@ -1,0 +1,96 @@
+"""The verdict paragraph: what the paired comparisons say, in words, and nothing else.
+
+Every sentence is generated from a Comparison: a difference is called a raise or a drop only
+when it is significant after Holm's correction; everything else is named "not significant".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from spiralmix.report.stats import ALPHA, Comparison, min_pairs_for, smallest_p
+from spiralmix.report.tables import p_text
+
+WORDS = {
+    "test_acc": "test accuracy",
+    "test_loss": "test loss",
+    "test_ece": "calibration error (ECE)",
+    "test_brier": "Brier score",
+    "uncertain_fraction": "uncertain area",
+}
+
+
+def metric_words(name: str) -> str:
+    """'n_sig_layer2' → 'count of significant singular values after hidden layer 2'."""
+    if name.startswith("n_sig_layer"):
+        return f"count of significant singular values after hidden layer {name[11:]}"
+    if name.startswith("erank_layer"):
+        return f"effective rank after hidden layer {name[11:]}"
+    return WORDS.get(name, name)
+
+
+def _finding(c: Comparison) -> str:
+    verb = "raises" if c.mean > 0 else "lowers"
+    d = c.column.digits
+    return (
+        f"{verb} the {metric_words(c.column.name)} by {abs(c.mean):.{d}f} "
+        f"[{abs(c.ci[0]) if c.mean > 0 else abs(c.ci[1]):.{d}f}, "
+        f"{abs(c.ci[1]) if c.mean > 0 else abs(c.ci[0]):.{d}f}] (p = {p_text(c.p_holm)})"
+    )
+
+
+def _join(parts: Sequence[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def too_few_seeds(n: int) -> str | None:
+    """The warning for n paired seeds, None when a test can reach significance."""
+    if n >= min_pairs_for(ALPHA):
+        return None
+    return (
+        f"With {n} paired seed{'s' if n != 1 else ''} no difference can be significant: the "
+        f"smallest two-sided exact Wilcoxon p-value is {smallest_p(n):.3g} ≥ {ALPHA:g} (it "
+        f"takes at least {min_pairs_for(ALPHA)} seeds), so read the numbers as descriptive."
+    )
+
+
+def verdict(comparisons: Sequence[Comparison], baseline: str, axis: str | None = None) -> str:
+    """One paragraph (Markdown) from the paired comparisons, grouped by facet and axis value."""
+    if not comparisons:
+        return (
+            f"No paired comparison: the sweep has no completed {baseline} run sharing a seed "
+            "with another regularizer."
+        )
+    sentences = []
+    n_max = max(c.n for c in comparisons)
+    warning = too_few_seeds(n_max)
+    if warning:
+        sentences.append(warning)
+    cells: dict[tuple, list[Comparison]] = {}
+    for c in comparisons:
+        cells.setdefault((c.group.facet, c.group.x), []).append(c)
+    for (facet, x), family in cells.items():
+        where = [facet] if facet else []
+        where += [f"{axis}={family[0].group.runs[0].settings.get(axis)}"] if x is not None else []
+        prefix = f"At {', '.join(where)}: " if where else ""
+        regularizers = list(dict.fromkeys(c.group.name for c in family))
+        parts = []
+        for name in regularizers:
+            mine = [c for c in family if c.group.name == name]
+            n = max(c.n for c in mine)
+            found = [_finding(c) for c in mine if c.significant]
+            rest = [metric_words(c.column.name) for c in mine if not c.significant]
+            label = mine[0].group.regularizer
+            if found:
+                text = f"{label} {_join(found)} against {baseline} over {n} seeds"
+                if rest:
+                    text += f"; its differences in {_join(rest)} are not significant"
+            else:
+                text = f"{label} differs significantly from {baseline} on no metric ({n} seeds)"
+            parts.append(text)
+        sentences.append(prefix + "; ".join(parts) + ".")
+    sentences.append(
+        "Intervals: 95 % bootstrap of the mean paired difference; p: two-sided Wilcoxon "
+        "signed-rank, Holm-corrected per metric."
+    )
+    return " ".join(s[0].upper() + s[1:] for s in sentences)
