@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from spiralmix.config import split_sizes
 from spiralmix.metrics import effective_rank
 from spiralmix.plan import member_dirs
 
@@ -191,6 +192,25 @@ def _add_effective_ranks(metrics: dict[str, Any], boundary: dict[str, Any] | Non
             final[key] = value if math.isfinite(value) else None
 
 
+# Settings that change how many points a run trains on; the curve shows that number instead.
+SPLIT_KEYS = ("data.n_samples", "data.test_fraction", "data.val_fraction")
+TRAINING_POINTS = "training points"
+
+
+def _with_training_points(settings: dict[str, str], metrics: dict[str, Any]) -> dict[str, str]:
+    """Replace swept split settings by the number of training points they leave (from the
+    run's resolved config), so that a data-size sweep is drawn against what it varies."""
+    data = metrics.get("config", {}).get("data")
+    if not any(k in settings for k in SPLIT_KEYS) or not isinstance(data, dict):
+        return settings
+    try:
+        n_train = split_sizes(OmegaConf.create({"data": data}))["train"]
+    except Exception:  # an older config without these keys: keep the settings as swept
+        return settings
+    kept = {k: v for k, v in settings.items() if k not in SPLIT_KEYS}
+    return {TRAINING_POINTS: str(n_train), **kept}
+
+
 def _failure_reason(metrics: dict[str, Any]) -> str:
     reason = f"status {metrics.get('status', 'missing')!r}"
     if metrics.get("error"):
@@ -229,6 +249,7 @@ def collect(sweep_dir: Path) -> tuple[list[Run], list[Problem], list[Job]]:
         boundary = _load_boundary(path.parent / "boundary.pt")
         _add_effective_ranks(metrics, boundary)
         settings = {k: job.overrides[k] for k in varying if job is not None and k in job.overrides}
+        settings = _with_training_points(settings, metrics)
         runs.append(
             Run(name, group, regularizer, seed, metrics, boundary, settings, path.parent.resolve())
         )

@@ -244,15 +244,17 @@ def wilcoxon_signed_rank(differences: Sequence[float]) -> tuple[float, int]:
     return (min(1.0, 2 * min(lower, upper)), n)
 
 
-def smallest_p(n: int) -> float:
-    """The smallest two-sided exact signed-rank p-value n pairs can give: all signs alike."""
-    return min(1.0, 2 / 2**n) if n > 0 else 1.0
+def smallest_p(n: int, comparisons: int = 1) -> float:
+    """The smallest two-sided exact signed-rank p-value n pairs can give (all signs alike),
+    after Holm's correction over ``comparisons`` tests (the smallest one is multiplied by it)."""
+    return min(1.0, comparisons * 2 / 2**n) if n > 0 else 1.0
 
 
-def min_pairs_for(alpha: float = ALPHA) -> int:
-    """The fewest non-zero pairs for which the signed-rank test can reach p < alpha (6 at 0.05)."""
+def min_pairs_for(alpha: float = ALPHA, comparisons: int = 1) -> int:
+    """The fewest non-zero pairs for which the signed-rank test can reach p < alpha after
+    Holm's correction over ``comparisons`` tests: 6 for one test at 0.05, 8 for five."""
     n = 1
-    while smallest_p(n) >= alpha:
+    while smallest_p(n, comparisons) >= alpha:
         n += 1
     return n
 

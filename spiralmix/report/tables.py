@@ -130,13 +130,17 @@ def paired_table(
             row.append(Cell(main, f" p={p_text(c.p_holm)}", mark))
         rows.append(row)
     header = [*key_header(axis, facets), "pairs", *[c.label for c in columns]]
+    families: dict[tuple, set[str]] = {}
+    for c in comparisons:
+        families.setdefault((c.column.name, c.group.facet, c.group.x), set()).add(c.group.name)
+    m = max(len(names) for names in families.values())
     explanation = (
         f"Per seed, the regularizer's value minus {baseline}'s (same seed: same data, split "
         "and initial weights): the mean difference, its 95 % bootstrap interval "
         "(10,000 resamples, seeded) and the two-sided exact Wilcoxon signed-rank p-value, "
         "Holm-corrected over the regularizers compared on that metric. **Bold**: p < 0.05 "
-        f"after correction. With fewer than {min_pairs_for()} pairs no difference can be "
-        "significant at 0.05."
+        f"after correction. With {m} comparison{'s' if m > 1 else ''} per metric, fewer than "
+        f"{min_pairs_for(comparisons=m)} pairs can make no difference significant."
     )
     return Table(f"Paired differences against {baseline}", explanation, header, rows)
 

@@ -43,14 +43,20 @@ def _join(parts: Sequence[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def too_few_seeds(n: int) -> str | None:
-    """The warning for n paired seeds, None when a test can reach significance."""
-    if n >= min_pairs_for(ALPHA):
+def too_few_seeds(n: int, comparisons: int = 1) -> str | None:
+    """The warning for n paired seeds and ``comparisons`` regularizers compared per metric
+    (Holm's family), None when a difference can reach significance."""
+    needed = min_pairs_for(ALPHA, comparisons)
+    if n >= needed:
         return None
+    holm_text = (
+        f", Holm-corrected over {comparisons} comparisons per metric," if comparisons > 1 else ""
+    )
     return (
         f"With {n} paired seed{'s' if n != 1 else ''} no difference can be significant: the "
-        f"smallest two-sided exact Wilcoxon p-value is {smallest_p(n):.3g} ≥ {ALPHA:g} (it "
-        f"takes at least {min_pairs_for(ALPHA)} seeds), so read the numbers as descriptive."
+        f"smallest two-sided exact Wilcoxon p-value{holm_text} is "
+        f"{smallest_p(n, comparisons):.3g} ≥ {ALPHA:g} (it takes at least {needed} seeds), "
+        "so read the numbers as descriptive."
     )
 
 
@@ -62,25 +68,33 @@ def verdict(comparisons: Sequence[Comparison], baseline: str, axis: str | None =
             "with another regularizer."
         )
     sentences = []
-    n_max = max(c.n for c in comparisons)
-    warning = too_few_seeds(n_max)
-    if warning:
-        sentences.append(warning)
     cells: dict[tuple, list[Comparison]] = {}
     for c in comparisons:
         cells.setdefault((c.group.facet, c.group.x), []).append(c)
+    n_max = max(c.n for c in comparisons)
+    family = max(len({c.group.name for c in family}) for family in cells.values())
+    warning = too_few_seeds(n_max, family)
+    if warning:
+        sentences.append(warning)
     for (facet, x), family in cells.items():
         where = [facet] if facet else []
         where += [f"{axis}={family[0].group.runs[0].settings.get(axis)}"] if x is not None else []
-        prefix = f"At {', '.join(where)}: " if where else ""
+        prefix = f"At {', '.join(where)}, " if where else ""
         regularizers = list(dict.fromkeys(c.group.name for c in family))
+        if not any(c.significant for c in family):
+            n = max(c.n for c in family)
+            sentences.append(
+                f"{prefix}{'n' if prefix else 'N'}o regularizer differs significantly from "
+                f"{baseline} on any metric ({n} paired seeds)."
+            )
+            continue
         parts = []
         for name in regularizers:
             mine = [c for c in family if c.group.name == name]
             n = max(c.n for c in mine)
             found = [_finding(c) for c in mine if c.significant]
             rest = [metric_words(c.column.name) for c in mine if not c.significant]
-            label = mine[0].group.regularizer
+            label = f"`{mine[0].group.regularizer}`"
             if found:
                 text = f"{label} {_join(found)} against {baseline} over {n} seeds"
                 if rest:
@@ -93,4 +107,4 @@ def verdict(comparisons: Sequence[Comparison], baseline: str, axis: str | None =
         "Intervals: 95 % bootstrap of the mean paired difference; p: two-sided Wilcoxon "
         "signed-rank, Holm-corrected per metric."
     )
-    return " ".join(s[0].upper() + s[1:] for s in sentences)
+    return " ".join(sentences)
