@@ -250,11 +250,13 @@ def paired_figure(comparisons: Sequence[Comparison], baseline: str) -> Figure:
     columns = list(dict.fromkeys(c.column for c in comparisons))
     cells = list(dict.fromkeys((c.group.facet, c.group.x) for c in comparisons))
     names = list(dict.fromkeys(c.group.regularizer for c in comparisons))
-    fig = Figure(
-        figsize=(max(2.8 * len(columns), 6.0), 0.45 * len(names) * len(cells) + 1.6),
-        layout="constrained",
-    )
-    axes = fig.subplots(1, len(columns), squeeze=False, sharey=True)[0]
+    ncols = min(4, len(columns))
+    nrows = math.ceil(len(columns) / ncols)
+    height = 0.32 * len(names) * len(cells) + 1.2
+    fig = Figure(figsize=(3.4 * ncols + 2.0, height * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
+    for ax in axes[len(columns) :]:
+        ax.set_visible(False)
     rows = [(cell, name) for cell in cells for name in names]
     labels = []
     for cell, name in rows:
@@ -298,9 +300,15 @@ def axis_figure(
     """Each metric against the swept setting: one line per regularizer, mean over seeds with
     a 95 % bootstrap band; log x when the values span more than 10×. Rows = facets."""
     facet_names = list(dict.fromkeys(g.facet for g in groups))
-    fig = Figure(figsize=(3.6 * len(columns) + 1.8, 3.2 * len(facet_names) + 0.8),
-                 layout="constrained")  # fmt: skip
-    axes = fig.subplots(len(facet_names), len(columns), squeeze=False)
+    # One facet: the metrics wrap, three to a row. Several: a row of metrics per facet.
+    ncols = min(3, len(columns)) if len(facet_names) == 1 else len(columns)
+    nrows = math.ceil(len(columns) / ncols) * len(facet_names)
+    fig = Figure(figsize=(3.8 * ncols + 1.8, 3.0 * nrows + 0.8), layout="constrained")
+    grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in grid[len(columns) * len(facet_names) :]:
+        ax.set_visible(False)
+    per_facet = math.ceil(len(columns) / ncols) * ncols
+    axes = [grid[i * per_facet : i * per_facet + len(columns)] for i in range(len(facet_names))]
     xs = [g.x for g in groups if g.x is not None]
     log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 10
     for row, facet in zip(axes, facet_names):

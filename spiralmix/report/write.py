@@ -170,7 +170,10 @@ def write_report(sweep_dir: Path | str, baseline: str = "none", strict: bool = F
         if comparisons:
             builders["paired.png"] = lambda: figures.paired_figure(comparisons, baseline)
         if axis is not None:
-            curve_columns = [c for c in columns if c.paired and not c.name.startswith("n_sig")]
+            # The compared metrics, flattening as the deepest layer's effective rank only.
+            eranks = [c for c in columns if c.paired and c.name.startswith("erank")]
+            curve_columns = [c for c in columns if c.paired and "layer" not in c.name]
+            curve_columns += eranks[-1:]
             builders["sweep_curves.png"] = lambda: figures.axis_figure(
                 groups, curve_columns, axis, facets
             )
