@@ -80,7 +80,8 @@ class BoundaryImages(pl.Callback):
     @staticmethod
     def _make_panels(pl_module: pl.LightningModule, dm, e: int) -> dict:
         grid = pl_module.last_eval["grid"][e]
-        widths = [dm.train_X.shape[-1], *pl_module.hparams.hidden_dims]
+        # min(points per class, layer width) values per layer: small training sets have fewer.
+        widths = [sv.shape[-1] for sv in pl_module.last_eval["spectra"]]
         edges = torch.linspace(0.5, 1.0, pl_module.hparams.ece_bins + 1)
         panels = {
             "probability": plots.BoundaryPanel(grid),

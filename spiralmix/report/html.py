@@ -65,7 +65,7 @@ def page(
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+        f"<title>{html.escape(title.replace('`', ''))}</title><style>{STYLE}</style></head><body>",
         f"<h1>{inline_markdown(title)}</h1>",
         f'<h2>Verdict</h2><p class="verdict">{inline_markdown(verdict)}</p>',
     ]
