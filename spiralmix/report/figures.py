@@ -18,7 +18,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    FuncFormatter,
+    LogLocator,
+    NullFormatter,
+    NullLocator,
+)
 
 from spiralmix.metrics import reliability  # noqa: E402
 from spiralmix.plots import (  # noqa: E402
@@ -166,7 +171,9 @@ def calibration_figure(groups: Sequence[Group], n_bins: int) -> Figure:
         ece = group.stats.get("test_ece")
         ece_text = "" if ece is None else f" · ECE {fmt(ece.mean, 3)}"
         ax.set_title(f"{group.name}{ece_text}", fontsize=10)
-        with_p = [r.boundary for r in group.runs if r.boundary is not None]
+        # Binary predictions only (test_p of shape (N,)); K-class runs are left to TensorBoard.
+        with_p = [r.boundary for r in group.runs
+                  if r.boundary is not None and r.boundary["test_p"].ndim == 1]  # fmt: skip
         if with_p:
             p = torch.cat([b["test_p"].flatten() for b in with_p]).unsqueeze(0)
             y = torch.cat([b["test_y"].flatten() for b in with_p]).unsqueeze(0)
@@ -329,7 +336,10 @@ def axis_figure(
                 ax.fill_between(x, band[:, 0], band[:, 1], color=color, alpha=0.15)
             if log_x:
                 ax.set_xscale("log")
-                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            # Ticks at the swept values themselves, and nowhere else.
+            ax.set_xticks(sorted(set(xs)))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.set_xlabel(axis)
             ax.set_title(column.label + (f" · {facet}" if facet else ""), fontsize=10)
             ax.grid(True, which="major", alpha=0.3)

@@ -77,17 +77,14 @@ def verdict(comparisons: Sequence[Comparison], baseline: str, axis: str | None =
     warning = too_few_seeds(n_max, family)
     if warning:
         sentences.append(warning)
+    quiet = []  # (where, n): the cells where nothing is significant, said once
     for (facet, x), family in cells.items():
         where = [facet] if facet else []
         where += [f"{axis}={family[0].group.runs[0].settings.get(axis)}"] if x is not None else []
         prefix = f"At {', '.join(where)}, " if where else ""
         regularizers = list(dict.fromkeys(c.group.name for c in family))
         if not any(c.significant for c in family):
-            n = max(c.n for c in family)
-            sentences.append(
-                f"{prefix}{'n' if prefix else 'N'}o regularizer differs significantly from "
-                f"{baseline} on any metric ({n} paired seeds)."
-            )
+            quiet.append((where, max(c.n for c in family)))
             continue
         parts = []
         for name in regularizers:
@@ -106,6 +103,15 @@ def verdict(comparisons: Sequence[Comparison], baseline: str, axis: str | None =
                 text = f"{label} differs significantly from {baseline} on no metric ({n} seeds)"
             parts.append(text)
         sentences.append(prefix + "; ".join(parts) + ".")
+    if quiet:
+        n = max(n for _, n in quiet)
+        places = [", ".join(where) for where, _ in quiet if where]
+        at = f" at {_join(places)}" if places and len(quiet) < len(cells) else ""
+        at = " at any of the swept values" if places and len(quiet) == len(cells) else at
+        sentences.append(
+            f"No regularizer differs significantly from {baseline} on any metric{at} "
+            f"(up to {n} paired seeds)."
+        )
     sentences.append(
         "Intervals: 95 % bootstrap of the mean paired difference; p: two-sided Wilcoxon "
         "signed-rank, Holm-corrected per metric."
