@@ -498,6 +498,10 @@ def test_cli_names_another_baseline(compare_sweep, capsys):
         "spiralmix.report: error: --baseline=nope is invalid: no completed run of it "
         "(present: mixup, none)"
     ]
+    # The Hydra callback takes it too: +hydra.callbacks.report.baseline=mixup.
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(compare_sweep)}}})
+    ReportOnMultirunEnd(baseline="mixup").on_multirun_end(config)
+    assert read_csv(compare_sweep / "report_paired.csv")[0]["baseline"] == "mixup"
     assert main([str(compare_sweep)]) == 0  # back to none for the other tests
 
 

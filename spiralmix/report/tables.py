@@ -8,6 +8,7 @@ import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from spiralmix.report.runs import MISSING, Problem, Run
 from spiralmix.report.stats import Column, Comparison, Group, Stat, min_pairs_for
@@ -275,7 +276,7 @@ def steps_text(runs: Sequence[Run]) -> tuple[str, str | None]:
     return "at the end of each run", f"Runs differ in length: {listing}. Compare with care."
 
 
-def terminal_summary(sweep_dir, tables: Sequence[Table], steps: str) -> str:
+def terminal_summary(sweep_dir: Path, tables: Sequence[Table], steps: str) -> str:
     """One aligned plain-text table per table (narrow enough for a terminal)."""
     out = [f"{sweep_dir}: final test metrics {steps}; * = best mean or significant"]
     for table in tables:

@@ -21,11 +21,11 @@ WORDS = {
 
 
 def metric_words(name: str) -> str:
-    """'n_sig_layer2' → 'count of significant singular values after hidden layer 2'."""
+    """'n_sig_layer2' → 'count of significant directions at hidden layer 2'."""
     if name.startswith("n_sig_layer"):
-        return f"count of significant singular values after hidden layer {name[11:]}"
+        return f"count of significant directions at hidden layer {name[11:]}"
     if name.startswith("erank_layer"):
-        return f"effective rank after hidden layer {name[11:]}"
+        return f"effective rank at hidden layer {name[11:]}"
     return WORDS.get(name, name)
 
 
@@ -93,7 +93,12 @@ def verdict(comparisons: Sequence[Comparison], baseline: str, axis: str | None =
             significant = [c for c in mine if c.significant]
             found = [_finding(c, f" against {baseline}" if i == 0 else "")
                      for i, c in enumerate(significant)]  # fmt: skip
-            rest = [metric_words(c.column.name) for c in mine if not c.significant]
+            rest = [metric_words(c.column.name) for c in mine
+                    if not c.significant and "layer" not in c.column.name]  # fmt: skip
+            flat = [c for c in mine if "layer" in c.column.name]
+            quiet_flat = sum(not c.significant for c in flat)
+            if quiet_flat:  # counted, not listed: there are two per hidden layer
+                rest.append(f"{quiet_flat} of its {len(flat)} flattening measures")
             label = f"`{mine[0].group.regularizer}`"
             if found:
                 text = f"{label} {_join(found)} over {n} seeds"

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from spiralmix.atomic import write_atomic
 from spiralmix.report import figures, html, tables
-from spiralmix.report.runs import Job, Problem, ReportError, collect, split_settings
+from spiralmix.report.runs import Job, Problem, ReportError, Run, collect, split_settings
 from spiralmix.report.stats import (
     ACCURACY_COLUMNS,
     CALIBRATION_COLUMNS,
@@ -66,7 +66,8 @@ def _setting(jobs: Sequence[Job], key: str) -> Any:
     return None
 
 
-def _notes(runs, jobs, groups, baseline, comparisons) -> list[str]:
+def _notes(runs: Sequence[Run], groups: Sequence[Group], baseline: str) -> list[str]:
+    """Warnings printed above the tables: unequal lengths, missing files, no baseline."""
     notes = []
     steps_warning = tables.steps_text(runs)[1]
     if steps_warning:
@@ -124,7 +125,7 @@ def write_report(sweep_dir: Path | str, baseline: str = "none", strict: bool = F
     groups = summarize(runs, columns, axis, facets)
     comparisons = paired_comparisons(groups, columns, baseline)
     steps = tables.steps_text(runs)[0]
-    notes = _notes(runs, jobs, groups, baseline, comparisons)
+    notes = _notes(runs, groups, baseline)
     fraction = _setting(jobs, "evaluation.flatten_fraction")
     n_bins = int(_setting(jobs, "evaluation.ece_bins") or 15)
     the_verdict = verdict(comparisons, baseline, axis) if groups else "No completed run yet."
@@ -220,7 +221,7 @@ def write_report(sweep_dir: Path | str, baseline: str = "none", strict: bool = F
 def _markdown(
     title: str,
     groups: Sequence[Group],
-    runs,
+    runs: Sequence[Run],
     problems: Sequence[Problem],
     shown: Sequence[tables.Table],
     per_seed: tables.Table,
