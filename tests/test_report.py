@@ -429,6 +429,11 @@ def test_numeric_sweep_draws_curves_over_training_points(tmp_path):
     assert "| training points | regularizer | seeds | test acc |" in md
     assert "| 20 | mixup | 3 | **0.844 ± 0.001** (0.843–0.845) |" in md
     assert "from none on any metric at any of the swept values" in report.verdict
+    rows = read_csv(tmp_path / "report.csv")
+    assert [(r["training points"], r["regularizer"]) for r in rows][:2] == [
+        ("20", "none (data.n_samples=920)"),
+        ("100", "none (data.n_samples=1000)"),
+    ]
     image = matplotlib.image.imread(tmp_path / "sweep_curves.png")
     assert image.shape[1] > 600 and len(np.unique(image[..., :3].reshape(-1, 3), axis=0)) > 20
     columns = [c for c in report.columns if c.name in ("test_acc", "test_loss")]
@@ -484,6 +489,11 @@ def test_categorical_setting_becomes_facets(tmp_path):
     assert "| data.name | regularizer | seeds | test acc |" in md
     assert "| moons | mixup | 6 |" in md
     assert "| data.name | regularizer | pairs |" in md
+    paired = read_csv(tmp_path / "report_paired.csv")
+    assert {(r["data.name"], r["baseline"]) for r in paired} == {
+        ("moons", "none (data.name=moons)"),
+        ("spirals", "none (data.name=spirals)"),
+    }
 
 
 def test_cli_names_another_baseline(compare_sweep, capsys):

@@ -192,15 +192,23 @@ def problems_markdown(problems: Sequence[Problem]) -> str:
     return markdown_table(table.header, [[c.markdown for c in row] for row in table.rows]) + "\n"
 
 
-def summary_csv(groups: Sequence[Group], columns: Sequence[Column]) -> str:
-    header = ["regularizer", "n_seeds", "seeds", "steps_min", "steps_max"]
+def _setting_values(group: Group, keys: Sequence[str]) -> list[str]:
+    return [group.runs[0].settings.get(k, "") for k in keys]
+
+
+def summary_csv(
+    groups: Sequence[Group], columns: Sequence[Column], keys: Sequence[str] = ()
+) -> str:
+    """One row per group; keys: the swept settings (facets, axis) as their own columns."""
+    header = ["regularizer", *keys, "n_seeds", "seeds", "steps_min", "steps_max"]
     for col in columns:
         header += [f"{col.name}_{s}" for s in ("mean", "std", "min", "max")]
         header += [f"{col.name}_best"] if col.better else []
     rows = []
     for g in groups:
         steps = [int(run.metrics.get("steps", -1)) for run in g.runs]
-        row: list[object] = [g.name, len(g.runs), " ".join(map(str, g.seeds))]
+        row: list[object] = [g.name, *_setting_values(g, keys), len(g.runs)]
+        row.append(" ".join(map(str, g.seeds)))
         row += [min(steps), max(steps)]
         for col in columns:
             stat = g.stats[col.name]
@@ -211,12 +219,13 @@ def summary_csv(groups: Sequence[Group], columns: Sequence[Column]) -> str:
     return csv_text(header, rows)
 
 
-def paired_csv(comparisons: Sequence[Comparison]) -> str:
-    header = ["regularizer", "baseline", "metric", "n_pairs", "seeds", "mean_difference",
+def paired_csv(comparisons: Sequence[Comparison], keys: Sequence[str] = ()) -> str:
+    header = ["regularizer", *keys, "baseline", "metric", "n_pairs", "seeds", "mean_difference",
               "ci_low", "ci_high", "p", "p_holm", "significant"]  # fmt: skip
     rows = [
         [
             c.group.name,
+            *_setting_values(c.group, keys),
             c.baseline.name,
             c.column.name,
             c.n,

@@ -117,6 +117,7 @@ def write_report(sweep_dir: Path | str, baseline: str = "none", strict: bool = F
         )
 
     axis, facets = split_settings(runs)
+    keys = [*facets, *([axis] if axis else [])]  # their own columns in the CSV tables
     flatten = flatten_columns(runs)
     hidden = [c for c in flatten if not c.name.endswith("layer0")]  # the input: same for all
     has_val = any(run.value("final", "val/acc") is not None for run in runs)
@@ -195,11 +196,11 @@ def write_report(sweep_dir: Path | str, baseline: str = "none", strict: bool = F
     )
     texts = {
         "report.md": markdown,
-        "report.csv": tables.summary_csv(groups, columns),
+        "report.csv": tables.summary_csv(groups, columns, keys),
         "report_runs.csv": tables.runs_csv(groups, problems, columns),
     }
     if comparisons:
-        texts["report_paired.csv"] = tables.paired_csv(comparisons)
+        texts["report_paired.csv"] = tables.paired_csv(comparisons, keys)
     texts["report.html"] = html.page(
         title, the_verdict, notes, [*shown, per_seed] if groups else [], pngs,
         tables.problems_table(problems), [run.path for run in runs if run.path], sweep_dir,
