@@ -432,7 +432,7 @@ def test_numeric_sweep_draws_curves_over_training_points(tmp_path):
     rows = read_csv(tmp_path / "report.csv")
     assert [(r["training points"], r["regularizer"]) for r in rows][:2] == [
         ("20", "none (data.n_samples=920)"),
-        ("100", "none (data.n_samples=1000)"),
+        ("20", "mixup (data.n_samples=920)"),
     ]
     image = matplotlib.image.imread(tmp_path / "sweep_curves.png")
     assert image.shape[1] > 600 and len(np.unique(image[..., :3].reshape(-1, 3), axis=0)) > 20

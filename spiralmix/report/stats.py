@@ -145,7 +145,8 @@ class Group:
 def _group_order(group: Group) -> tuple:
     rank = CANONICAL.index(group.regularizer) if group.regularizer in CANONICAL else len(CANONICAL)
     x = -math.inf if group.x is None else group.x
-    return (group.facet, rank, group.regularizer, x, group.name)
+    # By facet, then axis value: the rows compared with each other (best mean) sit together.
+    return (group.facet, x, rank, group.regularizer, group.name)
 
 
 def summarize(
