@@ -88,6 +88,8 @@ def register() -> None:
     resolvers = {
         "n_hidden": lambda dims: len(dims),
         "joined": lambda names: "+".join(names),  # a sweep job's folder, e.g. none+mixup
+        # data.test_fraction that holds out n_test points of n_samples (experiment=data_size).
+        "test_fraction_for": lambda n_samples, n_test: n_test / n_samples,
         # hydra.run.dir and hydra.output_subdir: a resumed run continues in its own directory
         # and keeps the config it was started with.
         "resume_or": lambda resume, default: default if resume is None else resume,

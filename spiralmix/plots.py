@@ -230,6 +230,39 @@ class ClassMapPanel(_LiveFigure):
         return self._pixels()
 
 
+def reliability_axes(ax, ax_count, edges: torch.Tensor, color: str = CLASS_COLORS[1]):
+    """A reliability diagram on ``ax`` (accuracy against confidence, diagonal = calibrated)
+    over the share of points per bin on ``ax_count``, empty; returns (line, bars) for
+    :func:`set_reliability`. Shared by the live panel and the sweep report. Confidence bins
+    start at chance, ``edges[0]`` = 1/K."""
+    chance = float(edges[0])
+    ax.plot([chance, 1], [chance, 1], color="grey", linestyle="--", linewidth=1,
+            label="calibrated")  # fmt: skip
+    (line,) = ax.plot([], [], marker="o", markersize=4, color=color, label="model")
+    ax.set_xlim(chance, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("accuracy")
+    ax.grid(True, alpha=0.3)
+    width = float(edges[1] - edges[0])
+    bars = ax_count.bar(edges[:-1].numpy(), np.zeros(len(edges) - 1), width=width,
+                        align="edge", color=color, alpha=0.6)  # fmt: skip
+    ax_count.set_ylim(0, 1)
+    two = abs(chance - 0.5) < 1e-6
+    ax_count.set_xlabel("confidence max(p, 1-p)" if two else "top-label confidence max p_k")
+    ax_count.set_ylabel("share")
+    return line, bars
+
+
+def set_reliability(line, bars, stats: dict[str, torch.Tensor]) -> None:
+    """Fill a diagram from :func:`reliability_axes` with one member's statistics from
+    :func:`spiralmix.metrics.reliability` (count, confidence, accuracy: (n_bins,))."""
+    filled = stats["count"] > 0
+    line.set_data(stats["confidence"][filled].numpy(), stats["accuracy"][filled].numpy())
+    share = stats["count"] / stats["count"].sum()
+    for bar, height in zip(bars, share.tolist()):
+        bar.set_height(height)
+
+
 class ReliabilityPanel(_LiveFigure):
     """Reliability diagram (accuracy against confidence per bin) over the share of points
     per bin, for statistics from :func:`spiralmix.metrics.reliability`."""
@@ -237,33 +270,24 @@ class ReliabilityPanel(_LiveFigure):
     def __init__(self, edges: torch.Tensor) -> None:
         super().__init__(Figure(figsize=(4.6, 4.6), dpi=90))
         ax, ax_count = self.fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
-        chance = float(edges[0])  # 1/K: confidence bins start at chance
-        ax.plot([chance, 1], [chance, 1], color="grey", linestyle="--", linewidth=1,
-                label="calibrated")  # fmt: skip
-        (self.line,) = ax.plot([], [], marker="o", color=CLASS_COLORS[1], label="model")
-        ax.set_xlim(chance, 1)
-        ax.set_ylim(0, 1.02)
-        ax.set_ylabel("accuracy")
+        self.line, self.bars = reliability_axes(ax, ax_count, edges)
         ax.legend(loc="upper left", fontsize=8)
-        width = float(edges[1] - edges[0])
-        self.bars = ax_count.bar(edges[:-1].numpy(), np.zeros(len(edges) - 1), width=width,
-                                 align="edge", color="grey")  # fmt: skip
-        ax_count.set_ylim(0, 1)
-        two = abs(chance - 0.5) < 1e-6
-        ax_count.set_xlabel("confidence max(p, 1-p)" if two else "top-label confidence max p_k")
-        ax_count.set_ylabel("share")
         self.title = self.fig.text(0.55, 0.985, "", ha="center", va="top", fontsize=10)
         self.fig.subplots_adjust(left=0.14, right=0.96, bottom=0.1, top=0.93, hspace=0.08)
         self.dynamic = [self.line, *self.bars.patches, self.title]
 
     def render(self, stats: dict[str, torch.Tensor], title: str) -> np.ndarray:
-        filled = stats["count"] > 0
-        self.line.set_data(stats["confidence"][filled].numpy(), stats["accuracy"][filled].numpy())
-        share = stats["count"] / stats["count"].sum()
-        for bar, height in zip(self.bars, share.tolist()):
-            bar.set_height(height)
+        set_reliability(self.line, self.bars, stats)
         self.title.set_text(title)
         return self._pixels()
+
+
+def spectrum_axes(ax, layer: int) -> None:
+    """Title and labels of one layer's singular-value panel (live panel and report)."""
+    ax.set_title("input" if layer == 0 else f"after hidden layer {layer}", fontsize=9)
+    ax.set_xlabel("singular value index")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, which="major", alpha=0.3)
 
 
 class SpectrumPanel(_LiveFigure):
@@ -279,9 +303,7 @@ class SpectrumPanel(_LiveFigure):
                              label=f"class {label}")[0]
                      for label, color in enumerate(class_colors(n_classes))]  # fmt: skip
             self.lines.append(lines)
-            ax.set_title("input" if layer == 0 else f"after hidden layer {layer}", fontsize=9)
-            ax.set_xlabel("index")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            spectrum_axes(ax, layer)
         axes[0].set_ylabel("log10 singular value")
         axes[0].legend(fontsize=8)
         self.title = self.fig.suptitle("", fontsize=10)

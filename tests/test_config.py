@@ -274,3 +274,23 @@ def test_the_datasets_preset_trains_every_data_set_and_regularizer(make_cfg):
     validate(cfg)
     assert sorted(cfg.regularizers) == sorted(REGULARIZERS)
     assert len(cfg.seeds) == 5
+
+
+@pytest.mark.parametrize(("n_samples", "n_train"), [(920, 20), (1000, 100), (1700, 800)])
+def test_data_size_preset_keeps_the_test_set_fixed(make_cfg, n_samples, n_train):
+    cfg = make_cfg("experiment=data_size", f"data.n_samples={n_samples}")
+    validate(cfg)
+    assert split_sizes(cfg) == {"train": n_train, "val": 0, "test": 900}
+    assert cfg.seeds == list(range(1, 11)) and cfg.trainer.max_steps == 10_000
+
+
+def test_data_size_preset_rejects_fewer_points_than_the_test_set(make_cfg):
+    with pytest.raises(ConfigError, match=r"data\.test_fraction=1\.125 is invalid"):
+        validate(make_cfg("experiment=data_size", "data.n_samples=800"))
+
+
+def test_noise_and_compare_presets_validate(make_cfg):
+    cfg = make_cfg("experiment=noise", "data.noise=0.3")
+    validate(cfg)
+    assert cfg.data.noise == 0.3 and len(cfg.seeds) == 10
+    assert len(make_cfg("experiment=compare").seeds) == 10

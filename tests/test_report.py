@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +16,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from spiralmix.report import ReportOnMultirunEnd, collect, main, write_report
+from spiralmix.metrics import effective_rank
+from spiralmix.report import ReportOnMultirunEnd, collect, write_report
+from spiralmix.report.__main__ import main
+from spiralmix.report.figures import axis_figure
 
 FIGURES = ("boundaries.png", "curves.png", "calibration.png", "flattening.png")
+COMPARE_FIGURES = ("paired.png", *FIGURES)
 
 
 def write_job(job_dir: Path, regularizer: str, overrides: list[str], **config) -> None:
@@ -39,6 +45,7 @@ def write_run(
     status: str = "completed",
     optional: bool = True,
     boundary: bool = True,
+    **extra,
 ) -> None:
     """metrics.json (and boundary.pt) as train.py writes them, with chosen test acc and loss."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -74,6 +81,7 @@ def write_run(
         "best": {"test/acc": acc, "test/acc_step": steps, "test/loss": loss, "test/loss_step": 0},
         "history": history,
     }
+    metrics |= extra
     if status != "completed":
         metrics |= {"error": "training loss became non-finite at step 500", "failed_step": 500}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
@@ -204,7 +212,7 @@ def test_failed_and_unfinished_runs_are_listed_not_averaged(compare_sweep):
     assert "dropout" not in [r["regularizer"] for r in read_csv(compare_sweep / "report.csv")]
 
 
-@pytest.mark.parametrize("name", FIGURES)
+@pytest.mark.parametrize("name", COMPARE_FIGURES)
 def test_figures_are_nontrivial_images(compare_sweep, name):
     image = matplotlib.image.imread(compare_sweep / name)
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
@@ -294,7 +302,12 @@ def test_no_completed_run_yet_lists_the_jobs_and_draws_nothing(tmp_path):
     report = write_report(tmp_path)
 
     assert report.groups == [] and len(report.problems) == 2
-    assert [p.name for p in report.files] == ["report.md", "report.csv", "report_runs.csv"]
+    assert [p.name for p in report.files] == [
+        "report.md",
+        "report.csv",
+        "report_runs.csv",
+        "report.html",
+    ]
     md = (tmp_path / "report.md").read_text()
     assert "No completed run yet." in md and "`regularizer=none/seed=2`" in md
 
@@ -310,3 +323,206 @@ def test_other_swept_settings_get_their_own_rows(tmp_path):
 
     assert problems == []
     assert sorted(run.group for run in runs) == ["mixup (mixup.alpha=1)", "mixup (mixup.alpha=2)"]
+
+
+def test_paired_differences_of_the_compare_sweep(compare_sweep):
+    """mixup − none per seed: acc −0.2, −0.2, −0.2; loss −1.5, −2.5, −3.2 (seeds 1–3)."""
+    rows = {r["metric"]: r for r in read_csv(compare_sweep / "report_paired.csv")}
+    acc, loss = rows["test_acc"], rows["test_loss"]
+    assert (acc["regularizer"], acc["baseline"], acc["n_pairs"]) == ("mixup", "none", "3")
+    assert acc["seeds"] == "1 2 3"
+    assert float(acc["mean_difference"]) == pytest.approx(-0.2)
+    assert float(acc["ci_low"]) == pytest.approx(-0.2) == float(acc["ci_high"])
+    assert float(loss["mean_difference"]) == pytest.approx(-7.2 / 3)
+    assert -3.2 - 1e-9 <= float(loss["ci_low"]) < float(loss["ci_high"]) <= -1.5 + 1e-9
+    # Three differences of one sign: exact two-sided p = 2 / 2³; one comparison, no Holm.
+    assert float(loss["p"]) == float(loss["p_holm"]) == 0.25
+    assert loss["significant"] == "0"
+    md = (compare_sweep / "report.md").read_text()
+    verdict = md.split("## Verdict")[1].split("##")[0]
+    assert "With 3 paired seeds no difference can be significant" in verdict
+    assert "at least 6 seeds" in verdict
+    assert "| mixup | 3 | −0.200 [−0.200, −0.200] p=0.250 |" in md
+
+
+def test_effective_rank_is_computed_from_spectra_when_metrics_lack_it(compare_sweep):
+    # write_run's layer-1 spectrum is [4, 2, 1, 0.5, 0.1, 0.05] × seed for both classes.
+    expected = float(effective_rank(torch.tensor([4.0, 2.0, 1.0, 0.5, 0.1, 0.05])))
+    none = read_csv(compare_sweep / "report.csv")[0]
+    assert float(none["erank_layer1_mean"]) == pytest.approx(expected, rel=1e-6)
+    assert "erank L1" in (compare_sweep / "report.md").read_text()
+
+
+def one_seed_jobs(sweep: Path, cells) -> None:
+    """One job folder per (settings, regularizer, seed, acc, loss), as a plain multirun."""
+    for settings, regularizer, seed, acc, loss, config in cells:
+        overrides = [f"{k}={v}" for k, v in settings.items()]
+        overrides += [f"regularizer={regularizer}", f"seed={seed}"]
+        job = sweep / ",".join(overrides)
+        write_job(job, regularizer, overrides, seed=seed)
+        write_run(job, regularizer, seed, acc, loss, boundary=False, config=config)
+
+
+def test_significant_difference_is_marked_and_stated(tmp_path):
+    """8 seeds: mixup's loss is lower on every seed (p = 2/2⁸), its accuracy mixed."""
+    cells = []
+    for seed in range(1, 9):
+        cells.append(({}, "none", seed, 0.8, 1.0 + seed / 10, {}))
+        cells.append(({}, "mixup", seed, 0.8 + (0.01 if seed % 2 else -0.01), 0.5, {}))
+    one_seed_jobs(tmp_path, cells)
+
+    report = write_report(tmp_path)
+
+    loss = next(c for c in report.comparisons if c.column.name == "test_loss")
+    assert loss.p == pytest.approx(2 / 256) and loss.significant
+    assert loss.mean == pytest.approx(-(0.5 + 0.45))
+    assert "`mixup` lowers the test loss against none by 0.950 [" in report.verdict
+    assert "(p = 0.0078) over 8 seeds" in report.verdict
+    assert "its differences in test accuracy" in report.verdict
+    assert "not significant" in report.verdict and "can be significant" not in report.verdict
+    # Differences −0.6 … −1.3: the interval lies inside their range, around the mean.
+    assert -1.3 <= loss.ci[0] < -0.95 < loss.ci[1] <= -0.6
+    cell = f"−0.950 [{loss.ci[0]:+.3f}, {loss.ci[1]:+.3f}]".replace("-", "−")
+    assert f"**{cell}** p=0.0078" in (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    assert f'<td class="significant">{cell} p=0.0078</td>' in html
+
+
+def test_report_html_holds_every_figure_and_table(compare_sweep):
+    html = (compare_sweep / "report.html").read_text()
+    for name in COMPARE_FIGURES:
+        data = base64.b64encode((compare_sweep / name).read_bytes()).decode()
+        assert f'src="data:image/png;base64,{data}"' in html
+    md = (compare_sweep / "report.md").read_text()
+    titles = [line[3:] for line in md.splitlines() if line.startswith("## ")]
+    assert len(titles) >= 7
+    for title in titles:
+        assert f"<h2>{title}</h2>" in html
+    # Every table of report.md, row for row (header rows included), is in report.html.
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    separators = [line for line in lines if line.startswith("|---")]
+    assert html.count("<table>") == len(separators) >= 6
+    assert html.count("<tr>") == len(lines) - len(separators)
+    assert "regularizer=mixup/seed=4" in html  # failed runs listed
+    assert str((compare_sweep / "regularizer=none" / "seed=1").resolve()) in html  # run folders
+    assert "http://" not in html and "https://" not in html  # self-contained
+
+
+def test_numeric_sweep_draws_curves_over_training_points(tmp_path):
+    """data.n_samples swept with the test set fixed: the axis is the training points."""
+    cells = []
+    for n_samples in (920, 1000, 1700):
+        data = {"n_samples": n_samples, "test_fraction": 900 / n_samples, "val_fraction": 0.0}
+        for seed in (1, 2, 3):
+            for regularizer, acc in (("none", 0.7), ("mixup", 0.75)):
+                acc += n_samples / 10_000 + seed / 1000
+                cells.append(({"data.n_samples": n_samples}, regularizer, seed, acc, 0.5,
+                              {"data": data}))  # fmt: skip
+    one_seed_jobs(tmp_path, cells)
+
+    report = write_report(tmp_path)
+
+    assert report.axis == "training points" and report.facets == ()
+    assert sorted({g.x for g in report.groups}) == [20, 100, 800]
+    assert len(report.groups) == 6 and all(len(g.runs) == 3 for g in report.groups)
+    md = (tmp_path / "report.md").read_text()
+    assert "| training points | regularizer | seeds | test acc |" in md
+    assert "| 20 | mixup | 3 | **0.844 ± 0.001** (0.843–0.845) |" in md
+    assert "from none on any metric at any of the swept values" in report.verdict
+    rows = read_csv(tmp_path / "report.csv")
+    assert [(r["training points"], r["regularizer"]) for r in rows][:2] == [
+        ("20", "none (data.n_samples=920)"),
+        ("20", "mixup (data.n_samples=920)"),
+    ]
+    image = matplotlib.image.imread(tmp_path / "sweep_curves.png")
+    assert image.shape[1] > 600 and len(np.unique(image[..., :3].reshape(-1, 3), axis=0)) > 20
+    columns = [c for c in report.columns if c.name in ("test_acc", "test_loss")]
+    fig = axis_figure(report.groups, columns, report.axis, report.facets)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"  # 20 to 800 spans more than 10×
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["mixup"].get_xdata()) == [20, 100, 800]
+    assert lines["mixup"].get_ydata()[0] == pytest.approx(0.75 + 0.092 + 0.002)
+
+
+def test_narrow_numeric_sweep_keeps_a_linear_axis(tmp_path):
+    cells = [
+        ({"mixup.alpha": alpha}, regularizer, seed, 0.7, 0.5, {})
+        for alpha in (0.5, 1.0, 2.0)
+        for regularizer in ("none", "mixup")
+        for seed in (1, 2)
+    ]
+    one_seed_jobs(tmp_path, cells)
+    report = write_report(tmp_path)
+    assert report.axis == "mixup.alpha"
+    columns = [c for c in report.columns if c.name == "test_acc"]
+    assert axis_figure(report.groups, columns, report.axis, ()).axes[0].get_xscale() == "linear"
+
+
+def test_categorical_setting_becomes_facets(tmp_path):
+    """data.name varies: a table row block and a figure row per data set, paired within."""
+    cells = []
+    for name, shift in (("spirals", 0.0), ("moons", 0.2)):
+        for seed in range(1, 7):
+            cells.append(({"data.name": name}, "none", seed, 0.7 + shift, 1.0, {}))
+            cells.append(({"data.name": name}, "mixup", seed, 0.7 + shift, 1.0 - seed / 100, {}))
+    one_seed_jobs(tmp_path, cells)
+
+    report = write_report(tmp_path)
+
+    assert report.axis is None and report.facets == ("data.name",)
+    assert [(g.facet, g.regularizer) for g in report.groups] == [
+        ("data.name=moons", "none"),
+        ("data.name=moons", "mixup"),
+        ("data.name=spirals", "none"),
+        ("data.name=spirals", "mixup"),
+    ]
+    for c in report.comparisons:  # each data set against its own baseline
+        assert c.group.facet == c.baseline.facet and c.n == 6
+    acc = [c for c in report.comparisons if c.column.name == "test_acc"]
+    assert [c.mean for c in acc] == [pytest.approx(0.0), pytest.approx(0.0)]
+    loss = [c for c in report.comparisons if c.column.name == "test_loss"]
+    assert all(c.p == pytest.approx(2 / 64) and c.significant for c in loss)
+    assert "At data.name=moons, `mixup` lowers the test loss" in report.verdict
+    assert "At data.name=spirals, `mixup` lowers the test loss" in report.verdict
+    md = (tmp_path / "report.md").read_text()
+    assert "| data.name | regularizer | seeds | test acc |" in md
+    assert "| moons | mixup | 6 |" in md
+    assert "| data.name | regularizer | pairs |" in md
+    paired = read_csv(tmp_path / "report_paired.csv")
+    assert {(r["data.name"], r["baseline"]) for r in paired} == {
+        ("moons", "none (data.name=moons)"),
+        ("spirals", "none (data.name=spirals)"),
+    }
+
+
+def test_cli_names_another_baseline(compare_sweep, capsys):
+    assert main([str(compare_sweep), "--baseline", "mixup"]) == 0
+    rows = read_csv(compare_sweep / "report_paired.csv")
+    assert {(r["regularizer"], r["baseline"]) for r in rows} == {("none", "mixup")}
+    acc = next(r for r in rows if r["metric"] == "test_acc")
+    assert float(acc["mean_difference"]) == pytest.approx(0.2)
+    assert main([str(compare_sweep), "--baseline", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "spiralmix.report: error: --baseline=nope is invalid: no completed run of it "
+        "(present: mixup, none)"
+    ]
+    # The Hydra callback takes it too: +hydra.callbacks.report.baseline=mixup.
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(compare_sweep)}}})
+    ReportOnMultirunEnd(baseline="mixup").on_multirun_end(config)
+    assert read_csv(compare_sweep / "report_paired.csv")[0]["baseline"] == "mixup"
+    assert main([str(compare_sweep)]) == 0  # back to none for the other tests
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_report_html_renders_in_a_browser(compare_sweep, tmp_path):
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,1600",
+         f"--screenshot={shot}", (compare_sweep / "report.html").resolve().as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    image = matplotlib.image.imread(shot)
+    assert image.shape[:2] == (1600, 1200)
+    assert len(np.unique((image[..., :3] * 255).astype(int).reshape(-1, 3), axis=0)) > 50

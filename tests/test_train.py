@@ -134,3 +134,13 @@ def test_checkpoints_load_without_unpickling_objects(tmp_path, tiny_config):
     assert checkpoint["global_step"] == 200
     assert [h["step"] for h in checkpoint["spiralmix"]["history"]] == [0, 100, 200]
     assert math.isfinite(checkpoint["spiralmix"]["train_time_s"])
+
+
+def test_fewer_points_per_class_than_hidden_units_train_and_draw(tmp_path, tiny_config):
+    """experiment=data_size's smallest set: 10 points per class, 32 hidden units, so each
+    layer's spectrum has 10 values; the live spectrum figure must fit them."""
+    cfg = tiny_config("experiment=data_size", "data.n_samples=920", "seeds=null", "seed=1")
+    result = train(cfg, tmp_path)[0]
+    assert result["status"] == "completed"
+    spectra = torch.load(tmp_path / "boundary.pt", weights_only=True)["spectra"]
+    assert [sv.shape[-1] for sv in spectra] == [2, 10, 10, 10]

@@ -1,0 +1,294 @@
+"""Tables of a report as data (title, header, rows of marked cells), rendered as Markdown,
+CSV and plain text; html.py renders the same tables as HTML."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from spiralmix.report.runs import MISSING, Problem, Run
+from spiralmix.report.stats import Column, Comparison, Group, Stat, min_pairs_for
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A table cell: ``main`` is emphasised when marked, ``rest`` follows it plainly."""
+
+    main: str
+    rest: str = ""
+    mark: str = ""  # "best" (best mean), "significant" (Holm p < 0.05) or ""
+
+    @property
+    def markdown(self) -> str:
+        return (f"**{self.main}**" if self.mark else self.main) + self.rest
+
+    @property
+    def plain(self) -> str:
+        """For the terminal: the main part only (narrow), * when marked."""
+        return self.main + (" *" if self.mark else "")
+
+
+@dataclass
+class Table:
+    """One titled table with an explanation above it."""
+
+    title: str
+    explanation: str
+    header: list[str]
+    rows: list[list[Cell]]
+
+
+def fmt(value: float | None, digits: int) -> str:
+    return MISSING if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def signed(value: float, digits: int) -> str:
+    return f"{value:+.{digits}f}".replace("-", "−")
+
+
+def p_text(p: float) -> str:
+    """p-values as people read them: 0.031, 0.0039, < 0.001."""
+    if math.isnan(p):
+        return MISSING
+    return "< 0.001" if p < 0.001 else f"{p:.3f}" if p >= 0.01 else f"{p:.4f}"
+
+
+def stat_cell(stat: Stat | None, col: Column, best: bool) -> Cell:
+    """ "0.829 ± 0.025 (0.802–0.852)", the mean ± std part emphasised when best."""
+    if stat is None:
+        return Cell(MISSING)
+    main = f"{fmt(stat.mean, col.digits)} ± {fmt(stat.std, col.digits)}"
+    rest = f" ({fmt(stat.min, col.digits)}–{fmt(stat.max, col.digits)})" if stat.n > 1 else ""
+    return Cell(main, rest, "best" if best else "")
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """A table cell: a multi-line error (a traceback) on one line, pipes escaped, shortened."""
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _key_cells(group: Group, axis: str | None, facets: Sequence[str]) -> list[Cell]:
+    """The row's name: the group name, or its facets, axis value and regularizer."""
+    if axis is None and not facets:
+        return [Cell(group.name)]
+    run = group.runs[0]
+    cells = [Cell(run.settings.get(k, MISSING)) for k in facets]
+    if axis is not None:
+        cells.append(Cell(run.settings.get(axis, MISSING)))
+    return [*cells, Cell(group.regularizer)]
+
+
+def key_header(axis: str | None, facets: Sequence[str]) -> list[str]:
+    if axis is None and not facets:
+        return ["regularizer"]
+    return [*facets, *([axis] if axis else []), "regularizer"]
+
+
+def summary_table(
+    title: str, explanation: str, groups: Sequence[Group], columns: Sequence[Column],
+    axis: str | None, facets: Sequence[str],
+) -> Table:  # fmt: skip
+    rows = [
+        _key_cells(g, axis, facets)
+        + [Cell(str(len(g.runs)))]
+        + [stat_cell(g.stats[c.name], c, c.name in g.best) for c in columns]
+        for g in groups
+    ]
+    header = [*key_header(axis, facets), "seeds", *[c.label for c in columns]]
+    return Table(title, explanation, header, rows)
+
+
+def paired_table(
+    comparisons: Sequence[Comparison], baseline: str, axis: str | None, facets: Sequence[str]
+) -> Table | None:
+    """Rows = regularizers (per facet and axis value), columns = metrics: mean paired
+    difference [95 % CI], Holm-adjusted p; emphasised when significant."""
+    if not comparisons:
+        return None
+    columns = list(dict.fromkeys(c.column for c in comparisons))
+    by_group: dict[str, dict[str, Comparison]] = {}
+    groups: dict[str, Group] = {}
+    for c in comparisons:
+        by_group.setdefault(c.group.name, {})[c.column.name] = c
+        groups[c.group.name] = c.group
+    rows = []
+    for name, cells in by_group.items():
+        n = max(c.n for c in cells.values())
+        row = [*_key_cells(groups[name], axis, facets), Cell(str(n))]
+        for col in columns:
+            c = cells.get(col.name)
+            if c is None:
+                row.append(Cell(MISSING))
+                continue
+            main = f"{signed(c.mean, col.digits)} [{signed(c.ci[0], col.digits)}, "
+            main += f"{signed(c.ci[1], col.digits)}]"
+            mark = "significant" if c.significant else ""
+            row.append(Cell(main, f" p={p_text(c.p_holm)}", mark))
+        rows.append(row)
+    header = [*key_header(axis, facets), "pairs", *[c.label for c in columns]]
+    families: dict[tuple, set[str]] = {}
+    for c in comparisons:
+        families.setdefault((c.column.name, c.group.facet, c.group.x), set()).add(c.group.name)
+    m = max(len(names) for names in families.values())
+    explanation = (
+        f"Per seed, the regularizer's value minus {baseline}'s (same seed: same data, split "
+        "and initial weights): the mean difference, its 95 % bootstrap interval "
+        "(10,000 resamples, seeded) and the two-sided exact Wilcoxon signed-rank p-value, "
+        "Holm-corrected over the regularizers compared on that metric. **Bold**: p < 0.05 "
+        f"after correction. With {m} comparison{'s' if m > 1 else ''} per metric, fewer than "
+        f"{min_pairs_for(comparisons=m)} pairs can make no difference significant."
+    )
+    return Table(f"Paired differences against {baseline}", explanation, header, rows)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def table_markdown(table: Table) -> str:
+    rows = [[cell.markdown for cell in row] for row in table.rows]
+    body = markdown_table(table.header, rows)
+    return f"## {table.title}\n\n{table.explanation}\n\n{body}\n"
+
+
+def plain_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def per_seed_table(groups: Sequence[Group], columns: Sequence[Column]) -> Table:
+    rows = []
+    for g in groups:
+        for run in g.runs:
+            values = [Cell(fmt(run.value(c.section, c.key), c.digits)) for c in columns]
+            steps = run.metrics.get("steps")
+            steps = f"{steps:,}" if isinstance(steps, int) else MISSING
+            rows.append([Cell(g.name), Cell(str(run.seed)), Cell(steps), *values])
+    header = ["regularizer", "seed", "steps", *[c.label for c in columns]]
+    return Table("Per seed", "", header, rows)
+
+
+def problems_table(problems: Sequence[Problem]) -> Table:
+    rows = [
+        [Cell(f"`{p.name}`"), Cell(p.regularizer), Cell(p.seed), Cell(one_line(p.reason))]
+        for p in problems
+    ]
+    return Table("Failed or unfinished runs", "", ["run", "regularizer", "seed", "reason"], rows)
+
+
+def problems_markdown(problems: Sequence[Problem]) -> str:
+    if not problems:
+        return "None: every job finished with status completed.\n"
+    table = problems_table(problems)
+    return markdown_table(table.header, [[c.markdown for c in row] for row in table.rows]) + "\n"
+
+
+def _setting_values(group: Group, keys: Sequence[str]) -> list[str]:
+    return [group.runs[0].settings.get(k, "") for k in keys]
+
+
+def summary_csv(
+    groups: Sequence[Group], columns: Sequence[Column], keys: Sequence[str] = ()
+) -> str:
+    """One row per group; keys: the swept settings (facets, axis) as their own columns."""
+    header = ["regularizer", *keys, "n_seeds", "seeds", "steps_min", "steps_max"]
+    for col in columns:
+        header += [f"{col.name}_{s}" for s in ("mean", "std", "min", "max")]
+        header += [f"{col.name}_best"] if col.better else []
+    rows = []
+    for g in groups:
+        steps = [int(run.metrics.get("steps", -1)) for run in g.runs]
+        row: list[object] = [g.name, *_setting_values(g, keys), len(g.runs)]
+        row.append(" ".join(map(str, g.seeds)))
+        row += [min(steps), max(steps)]
+        for col in columns:
+            stat = g.stats[col.name]
+            values = [None] * 4 if stat is None else [stat.mean, stat.std, stat.min, stat.max]
+            row += ["" if v is None else repr(v) for v in values]
+            row += [int(col.name in g.best)] if col.better else []
+        rows.append(row)
+    return csv_text(header, rows)
+
+
+def paired_csv(comparisons: Sequence[Comparison], keys: Sequence[str] = ()) -> str:
+    header = ["regularizer", *keys, "baseline", "metric", "n_pairs", "seeds", "mean_difference",
+              "ci_low", "ci_high", "p", "p_holm", "significant"]  # fmt: skip
+    rows = [
+        [
+            c.group.name,
+            *_setting_values(c.group, keys),
+            c.baseline.name,
+            c.column.name,
+            c.n,
+            " ".join(map(str, c.seeds)),
+            repr(c.mean),
+            repr(c.ci[0]),
+            repr(c.ci[1]),
+            repr(c.p),
+            repr(c.p_holm),
+            int(c.significant),
+        ]  # fmt: skip
+        for c in comparisons
+    ]
+    return csv_text(header, rows)
+
+
+def runs_csv(
+    groups: Sequence[Group], problems: Sequence[Problem], columns: Sequence[Column]
+) -> str:
+    header = ["regularizer", "seed", "status", "steps", "wall_time_s", "run", "reason"]
+    header += [col.name for col in columns] + ["best_test_acc_step"]
+    rows = []
+    for g in groups:
+        for run in g.runs:
+            m = run.metrics
+            values = [run.value(c.section, c.key) for c in columns]
+            row = [g.name, run.seed, "completed", m.get("steps", ""), m.get("wall_time_s", "")]
+            row += [run.name, ""] + ["" if v is None else repr(v) for v in values]
+            row.append(m.get("best", {}).get("test/acc_step", ""))
+            rows.append(row)
+    for p in problems:
+        row = [p.group or p.regularizer, p.seed, p.status, "", "", p.name, p.reason]
+        rows.append(row + [""] * (len(columns) + 1))
+    return csv_text(header, rows)
+
+
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def steps_text(runs: Sequence[Run]) -> tuple[str, str | None]:
+    """When the metrics were taken ("after 2,000 training steps"), and a warning when runs
+    differ in length (then their numbers are not comparable)."""
+    counts: dict[int, int] = {}
+    for run in runs:
+        steps = int(run.metrics.get("steps", -1))
+        counts[steps] = counts.get(steps, 0) + 1
+    if len(counts) <= 1:
+        return f"after {next(iter(counts), 0):,} training steps", None
+    listing = ", ".join(
+        f"{s:,} steps ({n} run{'s' if n > 1 else ''})" for s, n in sorted(counts.items())
+    )
+    return "at the end of each run", f"Runs differ in length: {listing}. Compare with care."
+
+
+def terminal_summary(sweep_dir: Path, tables: Sequence[Table], steps: str) -> str:
+    """One aligned plain-text table per table (narrow enough for a terminal)."""
+    out = [f"{sweep_dir}: final test metrics {steps}; * = best mean or significant"]
+    for table in tables:
+        rows = [[cell.plain for cell in row] for row in table.rows]
+        out += ["", f"{table.title}:", plain_table(table.header, rows)]
+    return "\n".join(out)

@@ -1,0 +1,260 @@
+"""write_report(sweep_dir): find the runs, compute the statistics, write every file."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
+
+from spiralmix.atomic import write_atomic
+from spiralmix.report import figures, html, tables
+from spiralmix.report.runs import Job, Problem, ReportError, Run, collect, split_settings
+from spiralmix.report.stats import (
+    ACCURACY_COLUMNS,
+    CALIBRATION_COLUMNS,
+    VAL_COLUMNS,
+    Column,
+    Comparison,
+    Group,
+    flatten_columns,
+    paired_comparisons,
+    summarize,
+)
+from spiralmix.report.verdict import verdict
+
+DPI = 100
+
+
+@dataclass
+class Report:
+    """What write_report found and wrote."""
+
+    sweep_dir: Path
+    groups: list[Group]
+    problems: list[Problem]
+    columns: list[Column]
+    notes: list[str]
+    files: list[Path]
+    summary: str  # the plain-text summary table printed to the terminal
+    comparisons: list[Comparison]
+    verdict: str
+    axis: str | None = None
+    facets: tuple[str, ...] = ()
+
+
+def _write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def _setting(jobs: Sequence[Job], key: str) -> Any:
+    """An evaluation setting from the first job config that has it (None without jobs)."""
+    for job in jobs:
+        value = OmegaConf.select(job.config, key, default=None)
+        if value is not None:
+            return value
+    return None
+
+
+def _notes(runs: Sequence[Run], groups: Sequence[Group], baseline: str) -> list[str]:
+    """Warnings printed above the tables: unequal lengths, missing files, no baseline."""
+    notes = []
+    steps_warning = tables.steps_text(runs)[1]
+    if steps_warning:
+        notes.append(steps_warning)
+    short = [
+        f"{run.name} ({run.metrics['steps']:,} of {run.metrics['max_steps']:,})"
+        for run in runs
+        if run.metrics.get("max_steps") not in (None, run.metrics.get("steps"))
+    ]
+    if short:
+        notes.append(f"Completed before max_steps: {', '.join(short)}.")
+    without_boundary = [run.name for run in runs if run.boundary is None]
+    if without_boundary:
+        notes.append(f"No readable boundary.pt (left out of the figures): {without_boundary}.")
+    seen = [(run.group, run.seed) for run in runs]
+    duplicates = sorted({f"{g} seed {s}" for g, s in seen if seen.count((g, s)) > 1})
+    if duplicates:
+        notes.append(f"Seeds present more than once (all counted): {', '.join(duplicates)}.")
+    if groups and not any(g.regularizer == baseline for g in groups):
+        present = ", ".join(dict.fromkeys(g.regularizer for g in groups))
+        notes.append(
+            f"No completed run of the baseline `{baseline}` (present: {present}): no paired "
+            "comparisons; choose another with `python -m spiralmix.report <sweep> --baseline "
+            "<name>`."
+        )
+    return notes
+
+
+def write_report(sweep_dir: Path | str, baseline: str = "none", strict: bool = False) -> Report:
+    """Write the comparison report of a sweep directory into it and return what it holds.
+
+    baseline: the regularizer every other one is compared with, seed by seed. Raises
+    ReportError when the directory does not exist or holds no runs at all, or (strict) when
+    no completed run has the baseline regularizer. Figures need at least one completed run;
+    tables are written regardless.
+    """
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ReportError(f"no such sweep directory: {sweep_dir}")
+    runs, problems, jobs = collect(sweep_dir)
+    if not runs and not problems:
+        raise ReportError(f"no runs in {sweep_dir} (no metrics.json, no .hydra job directory)")
+    if strict and runs and baseline not in {run.regularizer for run in runs}:
+        present = ", ".join(sorted({run.regularizer for run in runs}))
+        raise ReportError(
+            f"--baseline={baseline} is invalid: no completed run of it (present: {present})"
+        )
+
+    axis, facets = split_settings(runs)
+    keys = [*facets, *([axis] if axis else [])]  # their own columns in the CSV tables
+    flatten = flatten_columns(runs)
+    hidden = [c for c in flatten if not c.name.endswith("layer0")]  # the input: same for all
+    has_val = any(run.value("final", "val/acc") is not None for run in runs)
+    accuracy = ACCURACY_COLUMNS + (VAL_COLUMNS if has_val else [])
+    columns = accuracy + CALIBRATION_COLUMNS + flatten
+    groups = summarize(runs, columns, axis, facets)
+    comparisons = paired_comparisons(groups, columns, baseline)
+    steps = tables.steps_text(runs)[0]
+    notes = _notes(runs, groups, baseline)
+    fraction = _setting(jobs, "evaluation.flatten_fraction")
+    n_bins = int(_setting(jobs, "evaluation.ece_bins") or 15)
+    the_verdict = verdict(comparisons, baseline, axis) if groups else "No completed run yet."
+
+    threshold = f"{fraction:g} ×" if fraction is not None else "a set share of"
+    sections = [
+        (
+            "Accuracy and loss",
+            "Final: at the last evaluation. Best: the highest test accuracy at any evaluation "
+            "(chosen on the test set, so optimistic).",
+            accuracy,
+        ),
+        (
+            "Calibration and uncertainty",
+            "ECE: expected calibration error and Brier: mean squared error of p, both on the "
+            "test set (lower is better). uncertain: share of the plotting grid with "
+            "0.25 ≤ p ≤ 0.75. OOD conf: mean max(p, 1−p) on a ring outside the data "
+            "(0.5 = unsure there, 1 = confident where it has seen nothing).",
+            CALIBRATION_COLUMNS,
+        ),
+        (
+            "Flattening",
+            f"n_sig Lk: singular values of a class's representation after hidden layer k "
+            f"above {threshold} the largest; erank Lk: its effective rank (exp of the entropy "
+            "of the normalised singular values, Roy & Vetterli 2007, no threshold); both "
+            "averaged over the classes, fewer = flatter (Verma et al. 2019). The input "
+            "(layer 0) is the same for every regularizer and is only in report.csv.",
+            hidden,
+        ),
+    ]
+    summary_tables = [
+        tables.summary_table(title, text, groups, cols, axis, facets)
+        for title, text, cols in sections
+        if cols
+    ]
+    paired = tables.paired_table(comparisons, baseline, axis, facets)
+    shown = ([paired] if paired else []) + summary_tables
+    per_seed = tables.per_seed_table(groups, [c for _, _, cols in sections for c in cols])
+
+    # Built one at a time, so that only one figure is in memory.
+    builders: dict[str, Callable[[], Figure]] = {}
+    if groups:
+        if comparisons:
+            builders["paired.png"] = lambda: figures.paired_figure(comparisons, baseline)
+        if axis is not None:
+            # The compared metrics, flattening as the deepest layer's effective rank only.
+            eranks = [c for c in columns if c.paired and c.name.startswith("erank")]
+            curve_columns = [c for c in columns if c.paired and "layer" not in c.name]
+            curve_columns += eranks[-1:]
+            builders["sweep_curves.png"] = lambda: figures.axis_figure(
+                groups, curve_columns, axis, facets
+            )
+        builders |= {
+            "boundaries.png": lambda: figures.boundaries_figure(groups, problems),
+            "curves.png": lambda: figures.curves_figure(groups),
+            "calibration.png": lambda: figures.calibration_figure(groups, n_bins),
+            "flattening.png": lambda: figures.flattening_figure(groups, fraction),
+        }
+    pngs = {}
+    for name, build in builders.items():
+        pngs[name] = _png(build())
+        write_atomic(sweep_dir / name, lambda tmp, data=pngs[name]: tmp.write_bytes(data))
+
+    title = f"Sweep report: `{sweep_dir}`"
+    markdown = _markdown(
+        title, groups, runs, problems, shown, per_seed, notes, steps, the_verdict, list(pngs)
+    )
+    texts = {
+        "report.md": markdown,
+        "report.csv": tables.summary_csv(groups, columns, keys),
+        "report_runs.csv": tables.runs_csv(groups, problems, columns),
+    }
+    if comparisons:
+        texts["report_paired.csv"] = tables.paired_csv(comparisons, keys)
+    texts["report.html"] = html.page(
+        title, the_verdict, notes, [*shown, per_seed] if groups else [], pngs,
+        tables.problems_table(problems), [run.path for run in runs if run.path], sweep_dir,
+    )  # fmt: skip
+    for name, text in texts.items():
+        _write_text(sweep_dir / name, text)
+    files = [sweep_dir / name for name in [*texts, *pngs]]
+
+    if groups:
+        summary = tables.terminal_summary(sweep_dir, shown, steps) + "\n\n" + the_verdict
+    else:
+        summary = f"{sweep_dir}: no completed run yet"
+    if problems:
+        summary += f"\n\n{len(problems)} failed or unfinished runs: see report.md"
+    return Report(sweep_dir, groups, problems, columns, notes, files, summary, comparisons,
+                  the_verdict, axis, tuple(facets))  # fmt: skip
+
+
+def _markdown(
+    title: str,
+    groups: Sequence[Group],
+    runs: Sequence[Run],
+    problems: Sequence[Problem],
+    shown: Sequence[tables.Table],
+    per_seed: tables.Table,
+    notes: Sequence[str],
+    steps: str,
+    the_verdict: str,
+    figure_names: Sequence[str],
+) -> str:
+    out = [f"# {title}", ""]
+    if not groups:
+        out += ["No completed run yet.", "", "## Failed or unfinished runs", ""]
+        return "\n".join(out) + "\n" + tables.problems_markdown(problems)
+    n_seeds = sorted({len(g.runs) for g in groups})
+    seeds_text = "–".join(map(str, sorted({n_seeds[0], n_seeds[-1]})))  # "3" or "2–3"
+    out += [
+        f"Final test metrics {steps}, over seeds: **mean ± sample std** (min–max). "
+        "The best mean of each comparative column is **bold** (accuracy: highest; loss, ECE, "
+        f"Brier: lowest). {len(groups)} rows, "
+        f"{seeds_text} seeds each, {len(runs)} completed runs, "
+        f"{len(problems)} failed or unfinished (listed at the end). The same report with "
+        "every figure embedded: report.html.",
+        "",
+        "## Verdict",
+        "",
+        the_verdict,
+        "",
+    ]
+    out += [f"- **Note:** {note}" for note in notes]
+    if notes:
+        out.append("")
+    out += [tables.table_markdown(t) for t in shown]
+    out += ["## Figures", ""] + [f"![{name}]({name})" for name in figure_names] + [""]
+    out += [tables.table_markdown(per_seed)]
+    out += ["## Failed or unfinished runs", ""]
+    return "\n".join(out) + "\n" + tables.problems_markdown(problems)
