@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
 import pytorch_lightning as pl
 import torch
+from torch.utils.tensorboard.summary import hparams
 from tqdm.auto import tqdm
 
 from spiralmix import plots
+from spiralmix.compat import event_file_writer
+
+log = logging.getLogger("spiralmix")  # shown and kept by Hydra's job logging
 
 
 class BoundaryImages(pl.Callback):
@@ -94,17 +99,24 @@ class BoundaryImages(pl.Callback):
 
 
 class HparamsWithResults(pl.Callback):
-    """At the end, log each member's flat config with its final test metrics as hparams,
-    so TensorBoard's HPARAMS tab compares runs (and seeds) side by side."""
+    """At the end, log each member's flat config as hparams, with the test metrics as its
+    results, so TensorBoard's HPARAMS tab compares runs (and seeds) side by side.
+
+    The HPARAMS tab shows the columns in the order of ``member_hparams`` (put what differs
+    between runs first) and reads each result from the run's own ``test/*`` scalars (their
+    last value), so no extra one-point charts are written.
+    """
 
     def __init__(self, member_hparams: list[dict]) -> None:
         self.member_hparams = member_hparams
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         final = pl_module.history[-1]
-        for e, (logger, hparams) in enumerate(zip(trainer.loggers, self.member_hparams)):
-            results = {f"hparams/{k}": v[e] for k, v in final.items() if k.startswith("test/")}
-            logger.log_hyperparams(hparams, results)
+        for e, (logger, params) in enumerate(zip(trainer.loggers, self.member_hparams)):
+            results = {k: v[e] for k, v in final.items() if k.startswith("test/")}
+            writer = event_file_writer(logger.experiment)
+            for summary in hparams(params, results):  # experiment, session start, session end
+                writer.add_summary(summary, trainer.global_step)
 
 
 class RunProgress(pl.Callback):
@@ -159,8 +171,7 @@ class RunProgress(pl.Callback):
             rate = done / elapsed
             left = (trainer.max_steps - trainer.global_step) / rate
             speed = f"  {rate:,.0f} steps/s  {left:,.0f} s left"
-        print(
+        log.info(
             f"step {trainer.global_step:>7,}/{trainer.max_steps:,}  test acc {acc}  "
-            f"test loss {sum(latest['test/loss']) / len(accs):.3f}{speed}",
-            flush=True,
+            f"test loss {sum(latest['test/loss']) / len(accs):.3f}{speed}"
         )
