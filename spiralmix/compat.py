@@ -38,7 +38,7 @@ def count_optimizer_steps(trainer: Any, n: int) -> None:
             progress.increment_completed,
         )
     except AttributeError as err:
-        raise LibraryChanged("pytorch-lightning", "the manual optimization step counter", err)
+        raise LibraryChanged("pytorch-lightning", "its step counter", err) from err
     for _ in range(n):
         increment_ready()
         increment_completed()
@@ -56,7 +56,7 @@ def event_file_writer(experiment: Any) -> Any:
         writer = experiment._get_file_writer()
         writer.add_summary  # noqa: B018 - the method spiralmix calls
     except AttributeError as err:
-        raise LibraryChanged("torch", "SummaryWriter._get_file_writer()", err)
+        raise LibraryChanged("torch", "SummaryWriter._get_file_writer()", err) from err
     return writer
 
 
@@ -74,7 +74,7 @@ def plan_basic_sweep(arguments: list[str]) -> list[list[str]]:
         parsed = OverridesParser.create().parse_overrides(arguments)
         split = BasicSweeper.split_arguments
     except (ImportError, AttributeError) as err:
-        raise LibraryChanged("hydra-core", "BasicSweeper.split_arguments", err)
+        raise LibraryChanged("hydra-core", "BasicSweeper.split_arguments", err) from err
     return split(parsed, None)[0]
 
 
@@ -89,7 +89,7 @@ def hydra_error_lines(err: BaseException) -> list[str]:
     text = str(err)
     if "Available options" in text:
         if "Available options in" not in text or "Config search path" not in text:
-            raise LibraryChanged("hydra-core", "the wording of its missing-option error", err)
+            raise LibraryChanged("hydra-core", "its missing-option wording", err) from err
         options = text.split("Available options in")[1].split("Config search path")[0]
         lines.append("available" + " ".join(options.split()).split(":", 1)[1])
     return lines
