@@ -92,6 +92,8 @@ def test_the_wheel_from_the_sdist_installs_and_runs_anywhere(tmp_path):
     assert all((p.parent / "spiralmix.log").stat().st_size > 0 for p in runs)
 
     run([bin_dir / "spiralmix", "-m", "seed=1,2", *DEBUG, "hydra.sweep.dir=sweep"], work)
+    # Job folders name what varies; trainer=debug and the others are shared by both jobs.
+    assert {p.parent.name for p in (work / "sweep").rglob("metrics.json")} == {"seed=1", "seed=2"}
     report = run([bin_dir / "spiralmix-report", "sweep"], work)
     assert "wrote report.md" in report.stdout and (work / "sweep" / "report.md").is_file()
 
