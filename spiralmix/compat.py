@@ -26,10 +26,11 @@ class LibraryChanged(RuntimeError):
 def count_optimizer_steps(trainer: Any, n: int) -> None:
     """Advance Lightning's step counter (``trainer.global_step``) by n optimizer steps.
 
-    Why: a training_step call runs a chunk of steps with the raw torch optimizer, because
-    Lightning's optimizer wrapper costs more per step than this small model's step itself
-    (see README, "Speed"). global_step, which checkpoints, max_steps and loggers use, is
-    the manual-optimization loop's step counter; Lightning has no public setter for it.
+    Why: a training_step call runs a chunk of steps with the raw torch optimizer. Lightning's
+    public way, ``LightningOptimizer.step()`` (which counts the step itself), was measured
+    at about 40 µs more per step: ~8 % of a ~500 µs mixup step, and 7 % more CPU time for a
+    whole 5000-step run. global_step, which checkpoints, max_steps and loggers use, is the
+    manual-optimization loop's step counter; Lightning has no public setter for it.
     """
     try:
         progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
