@@ -59,7 +59,7 @@ class TrainerConfig:
     log_every_n_steps: int = MISSING  # per-step scalars (train/loss, mixup/k, mixup/lambda)
     torch_threads: int = MISSING
     progress_bar: bool | None = MISSING  # null: a live bar on a terminal, lines otherwise
-    accelerator: str = MISSING  # cpu | gpu | auto (Lightning's accelerator names)
+    accelerator: str = MISSING  # cpu | gpu (CUDA) | auto (CUDA if there is a device, else cpu)
 
 
 @dataclass

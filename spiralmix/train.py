@@ -137,7 +137,7 @@ def fit(plan: RunPlan, overrides: Sequence[str] = ()) -> list[dict]:
             text = f"```yaml\n{OmegaConf.to_yaml(OmegaConf.create(member_cfg))}\n```"
             logger.experiment.add_text("config", text, 0)
     trainer = pl.Trainer(
-        accelerator=cfg.trainer.accelerator,
+        accelerator=lightning_accelerator(cfg.trainer.accelerator),
         devices=1,
         max_steps=cfg.trainer.max_steps,
         max_epochs=-1,
@@ -242,6 +242,14 @@ def save_boundary(path: Path, last_eval: dict, datamodule: SpiralDataModule, e: 
         },
     }
     write_atomic(path, lambda tmp: torch.save(data, tmp))
+
+
+def lightning_accelerator(name: str) -> str:
+    """Lightning's accelerator for ``trainer.accelerator``: gpu is CUDA, and auto is CUDA
+    where there is a device and the CPU otherwise (never Apple's MPS, which is untested)."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if name == "gpu" else name
 
 
 def tensorboard_hparams(container: dict, first: Sequence[str] = ()) -> dict:
