@@ -6,7 +6,13 @@ BIN := $(VENV)/bin
 # torch 2.13.0 is pinned here only so that a CPU build is installed; pyproject asks for torch>=2.2.
 TORCH ?= torch==2.13.0
 
-.PHONY: help venv run sweep compare report test lint bench clean
+# The lowest pytorch-lightning, hydra-core and omegaconf that pyproject allows ("name>=X" → "name==X").
+FLOORS = $(shell $(PYTHON) -c "import re,tomllib; deps=tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']; print(' '.join(re.sub(r'>=([^,]+).*', r'==\\1', d) for d in deps if d.split('>')[0] in ('pytorch-lightning','hydra-core','omegaconf')))")
+# What the floor run needs: everything that touches Lightning's or Hydra's API.
+FLOOR_TESTS := tests/test_compat.py tests/test_module.py tests/test_train.py tests/test_config.py \
+	"tests/test_cli.py::test_a_short_run_logs_everything[mixup]"
+
+.PHONY: help venv run sweep compare report test test-floor lint bench clean
 
 help:  ## show this help
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -24,8 +30,14 @@ run: venv  ## train manifold mixup at the reference settings (seed 123, 100 000 
 compare: venv  ## the six regularizers × 5 seeds, one job per core, with a report
 	$(BIN)/python -m spiralmix -m experiment=compare hydra/launcher=joblib
 
-test: venv  ## run the test suite
-	$(BIN)/python -m pytest -q
+test: venv  ## run the test suite (two workers; the wheel test builds and installs a wheel)
+	$(BIN)/python -m pytest -q -n 2
+
+test-floor:  ## the API tests in .venv-floor, on the lowest dependency versions pyproject allows
+	$(PYTHON) -m venv .venv-floor
+	.venv-floor/bin/pip install --quiet $(TORCH) $(FLOORS) -e . pytest pytest-xdist hypothesis
+	.venv-floor/bin/pip list 2>/dev/null | grep -E '^(pytorch-lightning|hydra-core|omegaconf) '
+	.venv-floor/bin/python -m pytest -q -n 2 $(FLOOR_TESTS)
 
 lint: venv  ## ruff check and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -34,4 +46,4 @@ bench: venv  ## speed and memory against a plain PyTorch loop (see benchmarks/RE
 	$(BIN)/python benchmarks/run.py
 
 clean:  ## remove .venv and caches (keeps outputs/)
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-floor build dist .pytest_cache .ruff_cache .hypothesis

@@ -1,30 +1,33 @@
 """Command line: Hydra's entry point around :func:`spiralmix.train.train`.
 
-python -m spiralmix                                   # no regularization, seed 123
-python -m spiralmix regularizer=mixup trainer.max_steps=20000
-python -m spiralmix -m regularizer=none,mixup seed=123,124
-python -m spiralmix resume=outputs/2026-01-01/12-00-00_mixup_seed123
+spiralmix                                             # no regularization, seed 123
+spiralmix regularizer=mixup trainer.max_steps=20000   # or python -m spiralmix ...
+spiralmix -m regularizer=none,mixup seed=123,124
+spiralmix resume=outputs/2026-01-01/12-00-00_mixup_seed123
+spiralmix --help                                      # config groups and examples
 tensorboard --logdir outputs
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from spiralmix.config import ConfigError, register
+from spiralmix.compat import hydra_error_lines
+from spiralmix.config import ConfigError, config_dir, register
 from spiralmix.plan import plan_run, resolve_resume
 
 register()
+errors = logging.getLogger("spiralmix.errors")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
@@ -40,11 +43,11 @@ def main(cfg: DictConfig) -> float | None:
 
     from spiralmix.train import fit
 
-    results = fit(plan)
+    results = fit(plan, list(hydra_cfg.overrides.task))
     failed = [r for r in results if r["status"] != "completed"]
     if failed and not sweeping:  # in a sweep the other jobs go on
-        for r in failed:
-            print(f"spiralmix: error: seed {r['seed']}: {r['error']}", file=sys.stderr)
+        for r in failed:  # on stderr, and into the run's spiralmix.log
+            errors.error(f"spiralmix: error: seed {r['seed']}: {r['error']}")
         sys.exit(1)
     # A sweeper that optimises (Optuna) minimises this value.
     return sum(r["final"].get("val/loss", r["final"]["test/loss"]) for r in results) / len(results)
@@ -60,9 +63,8 @@ def check_overrides(argv: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    conf_dir = str(Path(__file__).resolve().parents[1] / "conf")
     try:
-        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose("config", overrides=argv)
         if cfg.resume is not None:  # before Hydra makes the folder it names
             resolve_resume(cfg)
@@ -71,14 +73,15 @@ def check_overrides(argv: list[str]) -> None:
         sys.exit(2)
     except (HydraException, OmegaConfBaseException) as err:
         # Hydra's first line names the override, its cause's first line says what is wrong.
-        lines = [str(e).strip().splitlines()[0] for e in (err, err.__cause__) if e is not None]
-        if "Available options" in str(err):
-            options = str(err).split("Available options in")[1].split("Config search path")[0]
-            lines.append("available" + " ".join(options.split()).split(":", 1)[1])
-        print(f"spiralmix: error: {': '.join(lines)}", file=sys.stderr)
+        print(f"spiralmix: error: {': '.join(hydra_error_lines(err))}", file=sys.stderr)
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``spiralmix`` command (and ``python -m spiralmix``)."""
     check_overrides(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

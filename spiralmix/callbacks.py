@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
 import pytorch_lightning as pl
 import torch
+from torch.utils.tensorboard.summary import hparams
 from tqdm.auto import tqdm
 
 from spiralmix import plots
 from spiralmix.evaluation import Evaluation, EvaluationListener
+from spiralmix.compat import event_file_writer
+
+log = logging.getLogger("spiralmix")  # shown and kept by Hydra's job logging
 
 
 class BoundaryImages(pl.Callback, EvaluationListener):
@@ -101,8 +106,13 @@ class BoundaryImages(pl.Callback, EvaluationListener):
 
 
 class HparamsWithResults(pl.Callback, EvaluationListener):
-    """At the end, log each member's flat config with its final test metrics as hparams,
-    so TensorBoard's HPARAMS tab compares runs (and seeds) side by side."""
+    """At the end, log each member's flat config as hparams, with the test metrics as its
+    results, so TensorBoard's HPARAMS tab compares runs (and seeds) side by side.
+
+    The HPARAMS tab shows the columns in the order of ``member_hparams`` (put what differs
+    between runs first) and reads each result from the run's own ``test/*`` scalars (their
+    last value), so no extra one-point charts are written.
+    """
 
     def __init__(self, member_hparams: list[dict]) -> None:
         self.member_hparams = member_hparams
@@ -114,11 +124,11 @@ class HparamsWithResults(pl.Callback, EvaluationListener):
         self._final = evaluation.metrics
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        for e, (logger, hparams) in enumerate(zip(trainer.loggers, self.member_hparams)):
-            results = {
-                f"hparams/{k}": v[e].item() for k, v in self._final.items() if k.startswith("test/")
-            }
-            logger.log_hyperparams(hparams, results)
+        for e, (logger, params) in enumerate(zip(trainer.loggers, self.member_hparams)):
+            results = {k: v[e].item() for k, v in self._final.items() if k.startswith("test/")}
+            writer = event_file_writer(logger.experiment)
+            for summary in hparams(params, results):  # experiment, session start, session end
+                writer.add_summary(summary, trainer.global_step)
 
 
 class RunProgress(pl.Callback, EvaluationListener):
@@ -169,8 +179,7 @@ class RunProgress(pl.Callback, EvaluationListener):
             rate = done / elapsed
             left = (trainer.max_steps - trainer.global_step) / rate
             speed = f"  {rate:,.0f} steps/s  {left:,.0f} s left"
-        print(
+        log.info(
             f"step {trainer.global_step:>7,}/{trainer.max_steps:,}  test acc {acc}  "
-            f"test loss {sum(latest['test/loss']) / len(accs):.3f}{speed}",
-            flush=True,
+            f"test loss {sum(latest['test/loss']) / len(accs):.3f}{speed}"
         )

@@ -8,11 +8,20 @@ is trained or written. Default values live in the YAML files under ``conf/`` onl
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 PAIRINGS = ("halves", "permute")
+ACCELERATORS = ("cpu", "gpu", "auto")
+
+
+def config_dir() -> Path:
+    """The directory of the YAML configs: ``spiralmix/conf`` in an installed wheel, the
+    checkout's top-level ``conf/`` (the one place configs are edited) otherwise."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass
@@ -58,6 +67,7 @@ class TrainerConfig:
     log_every_n_steps: int = MISSING  # per-step scalars (train/loss, mixup/k, mixup/lambda)
     torch_threads: int = MISSING
     progress_bar: bool | None = MISSING  # null: a live bar on a terminal, lines otherwise
+    accelerator: str = MISSING  # cpu | gpu (CUDA) | auto (CUDA if there is a device, else cpu)
 
 
 @dataclass
@@ -94,10 +104,36 @@ def register() -> None:
         # and keeps the config it was started with.
         "resume_or": lambda resume, default: default if resume is None else resume,
         "unless_resuming": lambda resume, value: value if resume is None else None,
+        "swept_dirname": swept_dirname,  # a multirun job's folder (hydra.sweep.subdir)
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
+
+
+def swept_dirname(sweep_dir: str, job_overrides: list[str]) -> str:
+    """A multirun job's folder name: its overrides of the keys that the sweep varies, as
+    Hydra's ``override_dirname`` writes them (``key=value``, sorted, comma-joined).
+
+    Overrides that every job shares (``trainer.max_steps=2000`` given once on the command
+    line) are left out. The sweep's own command line comes from ``multirun.yaml``, which
+    Hydra's launchers write before the first job; without it every override is kept.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    job = parser.parse_overrides([str(o) for o in job_overrides])
+    plan = Path(sweep_dir) / "multirun.yaml"
+    if plan.is_file():
+        hydra_cfg = OmegaConf.load(plan).hydra
+        params = hydra_cfg.sweeper.get("params") or {}
+        swept = set(params) | {
+            o.get_key_element()
+            for o in parser.parse_overrides(list(hydra_cfg.overrides.task))
+            if o.is_sweep_override()
+        }
+        job = [o for o in job if o.get_key_element() in swept] or job
+    return ",".join(sorted(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in job))
 
 
 class ConfigError(ValueError):
@@ -247,6 +283,13 @@ def validate(cfg: DictConfig) -> None:
             t[key],
             f"must be a multiple of trainer.steps_per_call={t.steps_per_call}",
         )
+    _require(t.accelerator in ACCELERATORS, "trainer.accelerator", t.accelerator,
+             f"must be one of {', '.join(ACCELERATORS)}")  # fmt: skip
+    if t.accelerator == "gpu":
+        import torch  # only here: the other checks run before the slow imports
+
+        _require(torch.cuda.is_available(), "trainer.accelerator", t.accelerator,
+                 "no CUDA device is available (use cpu or auto)")  # fmt: skip
 
     _require(
         ev.grid_resolution >= 2, "evaluation.grid_resolution", ev.grid_resolution, "must be >= 2"

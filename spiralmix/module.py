@@ -10,6 +10,7 @@ import torch
 from tensorboard.compat.proto.summary_pb2 import Summary
 
 from spiralmix import metrics
+from spiralmix.compat import count_optimizer_steps, event_file_writer
 from spiralmix.evaluation import Evaluation, EvaluationListener, EvaluationSettings, evaluate
 from spiralmix.mixup import mix, sample_lambda, sample_layers, sample_permutations
 from spiralmix.model import MLPEnsemble
@@ -110,7 +111,7 @@ class MixupClassifier(pl.LightningModule):
         assert chunk * self.hparams.steps_per_call == first_step, "batches out of step"
         n_steps = min(self.hparams.steps_per_call, self.trainer.max_steps - first_step)
         draws = self._draw(chunk, n_steps)
-        losses = torch.empty(n_steps, self.n_members)
+        losses = torch.empty(n_steps, self.n_members, device=self.device)
         decay = self._decay_factors()
         for s in range(n_steps):
             loss = self._loss(batch["x"][s], batch["y"][s], {k: v[s] for k, v in draws.items()})
@@ -124,12 +125,12 @@ class MixupClassifier(pl.LightningModule):
                         param.mul_(decay)
             optimizer.step()
             losses[s] = loss.detach()
-        self._count_optimizer_steps(n_steps)
+        count_optimizer_steps(self.trainer, n_steps)  # global_step += n_steps
         self._log_steps(first_step, losses, draws)
         self._record_failures(first_step, losses)
         last = self.global_step >= self.trainer.max_steps or self.trainer.should_stop
         if self.global_step % self.hparams.eval_every_n_steps == 0 or last:
-            self.evaluate()
+            self._evaluate_on_cpu()
 
     def _record_failures(self, first_step: int, losses: torch.Tensor) -> None:
         """Note members whose loss became non-finite; stop when no member is left training.
@@ -143,13 +144,6 @@ class MixupClassifier(pl.LightningModule):
                 self.failures[e] = first_step + int(bad[:, e].nonzero()[0]) + 1
         if len(self.failures) == self.n_members:
             self.trainer.should_stop = True
-
-    def _count_optimizer_steps(self, n: int) -> None:
-        """Advance Lightning's step counter (global_step) by the n steps this call made."""
-        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        for _ in range(n):
-            progress.increment_ready()
-            progress.increment_completed()
 
     def _draw(self, chunk: int, n_steps: int) -> dict[str, torch.Tensor]:
         """Each member's random numbers for the chunk's steps, from that member's streams.
@@ -186,8 +180,9 @@ class MixupClassifier(pl.LightningModule):
                     else:
                         mask = torch.ones(S, n, width)
                     draws.setdefault(f"mask{j}", []).append(mask)
-        # Stack members on axis 1 and keep the first n_steps: (n_steps, E, ...).
-        return {k: torch.stack(v, 1)[:n_steps] for k, v in draws.items()}
+        # Stack members on axis 1 and keep the first n_steps: (n_steps, E, ...); drawn on the
+        # CPU (the same numbers on every device), moved to the module's device once per chunk.
+        return {k: torch.stack(v, 1)[:n_steps].to(self.device) for k, v in draws.items()}
 
     def _loss(
         self, x: torch.Tensor, y: torch.Tensor, draw: dict[str, torch.Tensor]
@@ -274,7 +269,17 @@ class MixupClassifier(pl.LightningModule):
 
     def on_train_start(self) -> None:
         if self.global_step == 0:  # a resumed run evaluated this step before it stopped
+            self._evaluate_on_cpu()
+
+    def _evaluate_on_cpu(self) -> None:
+        """:meth:`evaluate` with the ensemble on the CPU, where the data sets, figures and
+        saved tensors live; a run on another device moves it there and back (a few kB)."""
+        device = self.device
+        self.cpu()
+        try:
             self.evaluate()
+        finally:
+            self.to(device)
 
     # Plain lists, dicts and numbers only: checkpoints load with torch.load(weights_only=True).
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -307,7 +312,7 @@ class MixupClassifier(pl.LightningModule):
         for e, logger in enumerate(self.loggers):
             tags = columns if self.mixup_enabled[e] else {"train/loss": losses}
             values = {tag: column[:, e].tolist() for tag, column in tags.items()}
-            file_writer = logger.experiment._get_file_writer()
+            file_writer = event_file_writer(logger.experiment)
             for s in rows:
                 summary = Summary(
                     value=[Summary.Value(tag=tag, simple_value=v[s]) for tag, v in values.items()]
@@ -320,7 +325,7 @@ class MixupClassifier(pl.LightningModule):
         (then applied by hand before each step), None when AdamW does it for all."""
         if len(set(self.weight_decay)) == 1:
             return None
-        rates = torch.tensor(self.weight_decay, dtype=torch.float32)
+        rates = torch.tensor(self.weight_decay, dtype=torch.float32, device=self.device)
         return (1 - self.hparams.lr * rates).view(-1, 1, 1)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

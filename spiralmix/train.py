@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -24,6 +25,9 @@ from spiralmix.plan import RunPlan, plan_run
 # Lightning's own chatter (GPU availability, "max_steps reached") says nothing useful here.
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+# Result lines; under the command line, Hydra's job logging shows them on stdout as they are
+# and keeps them, with times, in the run's spiralmix.log (conf/config.yaml).
+log = logging.getLogger("spiralmix")
 
 
 def build_module(members: list[DictConfig]) -> MixupClassifier:
@@ -106,11 +110,15 @@ def train(cfg: DictConfig, run_dir: Path | str, overrides: list[str] = ()) -> li
     ``boundary.pt``. With ``cfg.resume`` set, the run in that directory continues from its
     last checkpoint with its own saved config. See :func:`spiralmix.plan.plan_run`.
     """
-    return fit(plan_run(cfg, run_dir, overrides))
+    return fit(plan_run(cfg, run_dir, overrides), overrides)
 
 
-def fit(plan: RunPlan) -> list[dict]:
-    """Train the planned members side by side and write each one's results."""
+def fit(plan: RunPlan, overrides: Sequence[str] = ()) -> list[dict]:
+    """Train the planned members side by side and write each one's results.
+
+    ``overrides`` (the command line's) decide which config keys TensorBoard's HPARAMS tab
+    shows first, after the regularizer.
+    """
     members, cfg = plan.members, plan.members[0]
     torch.set_num_threads(cfg.trainer.torch_threads)
     pl.seed_everything(cfg.seed, verbose=False)  # nothing should use the global RNG; be safe
@@ -124,7 +132,7 @@ def fit(plan: RunPlan) -> list[dict]:
     module = build_module(members)
     loggers = [
         # A deep queue lets a chunk's per-step events go out without waiting on the writer thread.
-        TensorBoardLogger(
+        EventsOnlyLogger(
             save_dir=d,
             name="",
             version="",
@@ -140,7 +148,7 @@ def fit(plan: RunPlan) -> list[dict]:
             text = f"```yaml\n{OmegaConf.to_yaml(OmegaConf.create(member_cfg))}\n```"
             logger.experiment.add_text("config", text, 0)
     trainer = pl.Trainer(
-        accelerator="cpu",
+        accelerator=lightning_accelerator(cfg.trainer.accelerator),
         devices=1,
         max_steps=cfg.trainer.max_steps,
         max_epochs=-1,
@@ -151,7 +159,9 @@ def fit(plan: RunPlan) -> list[dict]:
                 cfg.evaluation.diagnostic_figures,
                 cfg.data.n_classes,
             ),
-            HparamsWithResults([tensorboard_hparams(c) for c in member_configs]),
+            HparamsWithResults(
+                [tensorboard_hparams(c, first=overridden_keys(overrides)) for c in member_configs]
+            ),
             RunProgress(interactive=cfg.trainer.progress_bar),
             ModelCheckpoint(
                 dirpath=plan.run_dir / "checkpoints",
@@ -223,10 +233,9 @@ def finish_member(
         else f"test acc {final['test/acc']:.3f}  test loss {final['test/loss']:.3f}  "
         f"ECE {final['test/ece']:.3f}"
     )
-    print(
+    log.info(
         f"{cfg.regularizer_name} seed {seed}: {outcome}  {steps:,} steps in {wall:.0f} s "
-        f"({steps / wall:,.0f} steps/s)  → {member_dir}",
-        flush=True,
+        f"({steps / wall:,.0f} steps/s)  → {member_dir}"
     )
     return result
 
@@ -251,9 +260,37 @@ def save_boundary(path: Path, evaluation: Evaluation, datamodule: SpiralDataModu
     write_atomic(path, lambda tmp: torch.save(data, tmp))
 
 
-def tensorboard_hparams(container: dict) -> dict:
-    """A config as dotted keys with scalar values (TensorBoard hparams take no lists)."""
+def lightning_accelerator(name: str) -> str:
+    """Lightning's accelerator for ``trainer.accelerator``: gpu is CUDA, and auto is CUDA
+    where there is a device and the CPU otherwise (never Apple's MPS, which is untested)."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if name == "gpu" else name
+
+
+def tensorboard_hparams(container: dict, first: Sequence[str] = ()) -> dict:
+    """A config as dotted keys with scalar values (TensorBoard hparams take no lists),
+    ``regularizer_name`` first, then the keys in ``first``, then the rest in config order."""
+    flat = flatten(container)
+    order = dict.fromkeys(["regularizer_name", *first, *flat])
     return {
         key: str(value) if isinstance(value, (list, tuple)) or value is None else value
-        for key, value in flatten(container).items()
+        for key, value in ((k, flat[k]) for k in order if k in flat)
     }
+
+
+def overridden_keys(overrides: Sequence[str]) -> list[str]:
+    """The config keys that command-line overrides set (``seed=1`` → ``seed``); a group
+    override names its key (``regularizer=mixup`` → ``regularizer_name``)."""
+    renamed = {"regularizer": "regularizer_name", "regularizers": "regularizer_name",
+               "seeds": "seed"}  # fmt: skip
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
+    return [renamed.get(k, k) for k in keys if not k.startswith("hydra.")]
+
+
+class EventsOnlyLogger(TensorBoardLogger):
+    """TensorBoard events without Lightning's ``hparams.yaml`` (it would be empty: the
+    run's config is in ``.hydra/config.yaml``, ``metrics.json`` and the HPARAMS tab)."""
+
+    def save(self) -> None:
+        self.experiment.flush()

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from tests.conftest import REGULARIZERS, TINY, run_cli
 
@@ -161,3 +162,24 @@ def test_a_k_class_run_logs_everything(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["config"]["data"]["name"] == "spirals3"
     assert metrics["config"]["data"]["n_classes"] == 3
+
+
+def test_a_run_logs_what_it_prints_and_keeps_tensorboard_tidy(tmp_path):
+    result = run_cli("regularizer=mixup", "seed=7", *TINY, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("step       0/200") and lines[-1].startswith("mixup seed 7: test")
+    log = (tmp_path / "spiralmix.log").read_text().splitlines()
+    assert len(log) == len(lines)
+    assert all(entry.endswith(f"[INFO] {line}") for entry, line in zip(log, lines))
+    assert not (tmp_path / "hparams.yaml").exists()
+
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("hparams/")]
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    experiment = HParamsPluginData.FromString(content).experiment
+    names = [h.name for h in experiment.hparam_infos]
+    assert names[:3] == ["regularizer_name", "seed", "trainer.max_steps"]
+    metrics = [m.name.tag for m in experiment.metric_infos]
+    assert "test/acc" in metrics and set(metrics) <= set(events.Tags()["scalars"])

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from spiralmix.config import ConfigError, register, split_sizes, validate
+from spiralmix.config import ConfigError, register, split_sizes, swept_dirname, validate
 from spiralmix.data import SpiralDataModule
 
 CONF_DIR = str(Path(__file__).parents[1] / "conf")
@@ -167,6 +168,7 @@ BAD_VALUES = [
     (["data.batch_size=60"], "data.batch_size"),
     (["mixup.pairing=other"], "mixup.pairing"),
     (["seeds=[1,1]"], "seeds"),
+    (["trainer.accelerator=tpu"], "trainer.accelerator"),
 ]
 
 
@@ -294,3 +296,24 @@ def test_noise_and_compare_presets_validate(make_cfg):
     validate(cfg)
     assert cfg.data.noise == 0.3 and len(cfg.seeds) == 10
     assert len(make_cfg("experiment=compare").seeds) == 10
+
+
+# --- multirun job folders --------------------------------------------------------------------
+
+
+def test_job_folder_names_only_what_the_sweep_varies(tmp_path):
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  sweeper:\n    params:\n      mixup.alpha: 0.5,2\n"
+        "  overrides:\n    task: ['seed=1,2', trainer.max_steps=2000, regularizer=mixup]\n"
+    )
+    job = ["seed=2", "trainer.max_steps=2000", "regularizer=mixup", "mixup.alpha=0.5"]
+    assert swept_dirname(str(tmp_path), job) == "mixup.alpha=0.5,seed=2"
+    # Without the sweep's plan, or with nothing swept, every override names the folder.
+    assert swept_dirname(str(tmp_path / "none"), job[:2]) == "seed=2,trainer.max_steps=2000"
+    assert swept_dirname(str(tmp_path), ["trainer.max_steps=2000"]) == "trainer.max_steps=2000"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with CUDA has no such error")
+def test_gpu_without_cuda_is_rejected(make_cfg):
+    with pytest.raises(ConfigError, match="trainer.accelerator='gpu' is invalid: no CUDA"):
+        validate(make_cfg("trainer.accelerator=gpu"))

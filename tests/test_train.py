@@ -14,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from spiralmix.train import build_module, train
+from spiralmix.train import build_module, overridden_keys, tensorboard_hparams, train
 from tests.conftest import CONF_DIR, TINY, members
 
 TIMINGS = {"wall_time_s", "steps_per_s"}
@@ -144,3 +144,34 @@ def test_fewer_points_per_class_than_hidden_units_train_and_draw(tmp_path, tiny_
     assert result["status"] == "completed"
     spectra = torch.load(tmp_path / "boundary.pt", weights_only=True)["spectra"]
     assert [sv.shape[-1] for sv in spectra] == [2, 10, 10, 10]
+
+
+def test_hparams_show_the_regularizer_and_the_command_line_keys_first():
+    config = {"seed": 1, "mixup": {"alpha": 2.0, "layers": None}, "regularizer_name": "mixup"}
+    first = overridden_keys(["mixup.alpha=0.5", "regularizer=mixup", "+x=1", "hydra.run.dir=/a"])
+    assert first == ["mixup.alpha", "regularizer_name", "x"]
+    hparams = tensorboard_hparams(config, first)
+    assert list(hparams) == ["regularizer_name", "mixup.alpha", "seed", "mixup.layers"]
+    assert hparams["mixup.layers"] == "None"  # TensorBoard takes no None or lists
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto picks the GPU where there is one")
+def test_auto_accelerator_without_a_gpu_gives_the_cpu_result(tmp_path, tiny_config):
+    cpu = train(tiny_config("regularizer=mixup"), tmp_path / "cpu")[0]
+    auto = train(tiny_config("regularizer=mixup", "trainer.accelerator=auto"), tmp_path / "auto")[0]
+    assert auto["history"] == cpu["history"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("regularizer", ["mixup", "dropout", "weight_decay"])
+def test_gpu_run_trains_like_the_cpu_run(tmp_path, tiny_config, regularizer):
+    overrides = [f"regularizer={regularizer}", "seeds=[1,2]"]
+    cpu = train(tiny_config(*overrides), tmp_path / "cpu")
+    gpu = train(tiny_config(*overrides, "trainer.accelerator=gpu"), tmp_path / "gpu")
+    for c, g in zip(cpu, gpu):
+        assert g["status"] == "completed" and g["steps"] == c["steps"] == 200
+        # The same draws; only GPU rounding differs over 200 steps.
+        assert abs(g["final"]["test/loss"] - c["final"]["test/loss"]) < 1e-2
+    checkpoint = next((tmp_path / "gpu").rglob("last.ckpt"))
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]
+    assert all(t.device.type == "cpu" for t in state.values())

@@ -138,10 +138,8 @@ def _planned_jobs(sweep_dir: Path) -> list[dict[str, str]] | None:
     if not path.is_file():
         return None
     try:
-        # Hydra's own planning, so that the strings match each job's overrides.yaml exactly
-        # (an internal module; hydra-core is pinned below 1.4).
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
+        # Hydra's own planning, so that the strings match each job's overrides.yaml exactly.
+        from spiralmix.compat import plan_basic_sweep
 
         hydra_cfg = OmegaConf.load(path).hydra
         if not str(hydra_cfg.sweeper.get("_target_", "")).endswith("BasicSweeper"):
@@ -149,8 +147,7 @@ def _planned_jobs(sweep_dir: Path) -> list[dict[str, str]] | None:
         params = hydra_cfg.sweeper.get("params")
         params = {} if params is None else OmegaConf.to_container(params)
         arguments = [f"{k}={v}" for k, v in params.items()] + list(hydra_cfg.overrides.task)
-        parsed = OverridesParser.create().parse_overrides(arguments)
-        batch = BasicSweeper.split_arguments(parsed, None)[0]
+        batch = plan_basic_sweep(arguments)
     except Exception as err:  # without a plan only the "never started" list is lost
         log.debug("cannot re-plan the sweep from %s: %s", path, err)
         return None

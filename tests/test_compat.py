@@ -1,0 +1,108 @@
+"""Each non-public API that spiralmix/compat.py relies on, against the installed library.
+
+A failure here names the library and its version: an upgrade changed what compat.py uses.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.errors import HydraException
+from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.compat.proto.summary_pb2 import Summary
+
+from spiralmix import compat
+from tests.conftest import compose_config
+
+
+def installed(distribution: str) -> str:
+    return f"{distribution} {version(distribution)}"
+
+
+class StepCounter(pl.LightningModule):
+    """Manual optimization that counts 7 steps per batch through compat, none by itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        compat.count_optimizer_steps(self.trainer, 7)
+
+    def train_dataloader(self):
+        return [torch.zeros(1)] * 3
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_lightning_step_counter_moves_global_step(tmp_path):
+    trainer = pl.Trainer(
+        max_steps=14, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    try:
+        trainer.fit(StepCounter())
+    except compat.LibraryChanged as err:
+        pytest.fail(str(err))
+    # 14 = max_steps is reached after two batches of 7 steps; a changed counter stops elsewhere.
+    assert trainer.global_step == 14, (
+        f"{installed('pytorch-lightning')}: global_step {trainer.global_step} after 2 x 7 "
+        "steps counted through compat.count_optimizer_steps"
+    )
+
+
+def test_lightning_step_counter_change_is_named():
+    with pytest.raises(compat.LibraryChanged, match=r"pytorch-lightning \d+\.\d+"):
+        compat.count_optimizer_steps(object(), 1)
+
+
+def test_tensorboard_file_writer_writes_one_event_with_several_tags(tmp_path):
+    logger = TensorBoardLogger(save_dir=tmp_path, name="", version="")
+    try:
+        writer = compat.event_file_writer(logger.experiment)
+    except compat.LibraryChanged as err:
+        pytest.fail(str(err))
+    summary = Summary(value=[Summary.Value(tag=t, simple_value=v) for t, v in (("a", 1), ("b", 2))])
+    writer.add_summary(summary, 5)
+    logger.finalize("success")
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    found = {t: [(e.step, e.value) for e in events.Scalars(t)] for t in ("a", "b")}
+    assert found == {"a": [(5, 1.0)], "b": [(5, 2.0)]}, installed("torch")
+
+
+def test_hydra_basic_sweeper_expands_like_a_sweep():
+    try:
+        jobs = compat.plan_basic_sweep(["regularizer=none,mixup", "seed=1,2", "x=3"])
+    except compat.LibraryChanged as err:
+        pytest.fail(str(err))
+    expected = [
+        ["regularizer=none", "seed=1", "x=3"],
+        ["regularizer=none", "seed=2", "x=3"],
+        ["regularizer=mixup", "seed=1", "x=3"],
+        ["regularizer=mixup", "seed=2", "x=3"],
+    ]
+    assert jobs == expected, f"{installed('hydra-core')}: BasicSweeper planned {jobs}"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("regularizer=nonsense", "available dropout hidden_mixup input_mixup mixup none"),
+        ("model.lr=abc", "model.lr"),
+    ],
+)
+def test_hydra_error_wording_gives_short_lines(override, expected):
+    with pytest.raises(HydraException) as info:
+        compose_config([override])
+    try:
+        text = ": ".join(compat.hydra_error_lines(info.value))
+    except compat.LibraryChanged as err:
+        pytest.fail(str(err))
+    assert expected in text and "\n" not in text, f"{installed('hydra-core')}: {text!r}"
