@@ -412,14 +412,19 @@ class MixupClassifier(pl.LightningModule):
         """Training wall time so far, over this process and any it resumed from."""
         return self.train_time_s + (time.perf_counter() - self._fit_start)
 
-    def _log_steps(self, first_step: int, losses: torch.Tensor, draws: dict) -> None:
-        """Per-step scalars, one TensorBoard event per step for all tags (cheaper than one each)."""
+    def _log_steps(
+        self, first_step: int, losses: torch.Tensor, draws: dict, loggers: Sequence = ()
+    ) -> None:
+        """Per-step scalars, one TensorBoard event per step for all tags (cheaper than one each).
+
+        To the module's loggers, or to ``loggers`` (one per member) when given.
+        """
         every = self.hparams.log_every_n_steps
         columns = {"train/loss": losses}
         if "k" in draws:
             columns.update({"mixup/k": draws["k"], "mixup/lambda": draws["lam"]})
         rows = range(-(first_step + 1) % every, len(losses), every)
-        for e, logger in enumerate(self.loggers):
+        for e, logger in enumerate(loggers or self.loggers):
             tags = columns if self.mixup_enabled[e] else {"train/loss": losses}
             values = {tag: column[:, e].tolist() for tag, column in tags.items()}
             file_writer = logger.experiment._get_file_writer()
