@@ -216,7 +216,13 @@ class MixupClassifier(pl.LightningModule):
 
         Used for ensembles; one run keeps the reference's operations, bit for bit.
         """
-        return self.n_members > 1 and self.hparams.pairing == "halves" and any(self.mixup_enabled)
+        if self.n_members == 1 or self.hparams.pairing != "halves":
+            return False
+        # All members always mixing at one layer (input mixup): the reference's way drops the
+        # second half there and runs the later layers on half the rows.
+        ranges = {r if on else None for on, r in zip(self.mixup_enabled, self.mixup_layers)}
+        one_layer = len(ranges) == 1 and None not in ranges and len(set(ranges.pop())) == 1
+        return any(self.mixup_enabled) and not one_layer
 
     def _prepare(
         self, draws: dict[str, torch.Tensor], device: torch.device | str = "cpu"
