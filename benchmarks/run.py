@@ -423,6 +423,11 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
         "targets": TARGETS,
     }
 
+    if args.ensembles_only:
+        results["ensembles"] = ensembles(args, work)
+        results["load_average"]["end"] = load()
+        return results
+
     # a. One run each, alternated so that a busy moment hits both sides; best of the repeats.
     say(f"a. single runs: {args.steps:,} steps, best of {args.repeats}, alternated")
     single: dict[str, dict[str, list[dict]]] = {
@@ -515,6 +520,10 @@ def markdown(res: dict) -> str:
         f"end {res['load_average']['end']}",
         f"- one torch thread per process; evaluation (test metrics + figures) every "
         f"{s['eval_every']:,} steps, step 0 and the last step included; seed {s['seed']}",
+    ]
+    if "single" not in res:  # --ensembles-only
+        return "\n".join(lines + ensemble_markdown(res)) + "\n"
+    lines += [
         "",
         f"## a. One run, {s['steps']:,} steps (steps/s, best of {s['repeats']} alternated runs)",
         "",
@@ -660,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(map(str, ENSEMBLE_SIZES)),
         help="ensemble sizes E, comma-separated",
     )
+    parser.add_argument("--ensembles-only", action="store_true", help="only part d, the ensembles")
     parser.add_argument(
         "--quick",
         action="store_true",
