@@ -1,19 +1,22 @@
-"""Speed and memory of spiralmix against the plain-PyTorch reference loop (issue 5).
+"""Speed and memory of spiralmix against the plain-PyTorch reference loop.
 
 One command, one machine, one torch thread per training process:
 
-    .venv/bin/python benchmarks/run.py                                   # full: ~40 min on 2 cores
-    .venv/bin/python benchmarks/run.py --steps 5000 --grid-steps 2000    # a quick check
+    .venv/bin/python benchmarks/run.py            # full: ~45 min on 2 cores
+    .venv/bin/python benchmarks/run.py --quick    # every part, shorter: ~5 min
 
 It measures, each training in its own subprocess:
 
 a. steps/s of one run, ``none`` and ``mixup``: spiralmix's CLI (``python -m spiralmix``,
    rate read from its metrics.json) against benchmarks/plain_loop.py, same steps, same
    evaluation cadence, runs alternated and repeated (best of ``--repeats``);
-b. the wall time of the 6 regularizers × 5 seeds grid with ``experiment=compare
+b. the wall time of the 6 regularizers × 10 seeds grid with ``experiment=compare
    hydra/launcher=joblib``, measured end to end, against the plain loop's serial time,
-   computed as Σ_regularizers 5 × N / rate from one plain run per regularizer (seed 123);
-c. peak RSS of one run of each, and of the grid's process tree.
+   computed as Σ_regularizers 10 × N / rate from one plain run per regularizer (seed 123);
+c. peak RSS of one run of each, and of the grid's process tree;
+d. ensemble training throughput, ``none`` and ``mixup``, E = 1, 10, 30, 60, 120 members
+   (benchmarks/ensemble.py: model-steps/s = steps/s × E, FLOPs per step and the fraction of
+   a measured batched-matmul peak) beside the plain loop's steps/s, alternated.
 
 Results: ``<out>/latest.json`` (every measurement) and ``<out>/latest.md`` (a summary table).
 """
@@ -37,12 +40,29 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAIN_LOOP = ROOT / "benchmarks" / "plain_loop.py"
+ENSEMBLE = ROOT / "benchmarks" / "ensemble.py"
 REGULARIZERS = ("none", "weight_decay", "dropout", "mixup", "input_mixup", "hidden_mixup")
 SINGLE_REGULARIZERS = ("none", "mixup")
-GRID_SEEDS = (123, 124, 125, 126, 127)
+ENSEMBLE_REGULARIZERS = ("none", "mixup")
+ENSEMBLE_SIZES = (1, 10, 30, 60, 120)
 SEED = 123
 FULL_STEPS = 100_000
-TARGETS = {"single_speedup": 1.25, "grid_speedup": 7.0, "rss_ratio": 1.5}
+TARGETS = {
+    "single_speedup": 2.5,
+    "grid_speedup": 25.0,
+    "rss_ratio": 1.5,
+    "ensemble_speedup_e30_mixup": 15.0,
+    "grid_peak_rss_mb": 3000,
+}
+# --quick: every part, short enough for a check after a change (~5 minutes on 2 cores).
+QUICK = {
+    "steps": 3000,
+    "grid_steps": 1000,
+    "grid_seeds": 10,
+    "repeats": 1,
+    "ensemble_steps": 1000,
+    "ensemble_sizes": "1,10,30",
+}
 
 
 class BenchmarkError(RuntimeError):
@@ -236,9 +256,13 @@ def run_plain(regularizer: str, steps: int, eval_every: int, work: Path, tag: st
     }
 
 
-def run_grid(steps: int, eval_every: int, work: Path, out: Path) -> dict:
+def grid_seeds(n: int) -> list[int]:
+    return [SEED + i for i in range(n)]
+
+
+def run_grid(steps: int, eval_every: int, n_seeds: int, work: Path, out: Path) -> dict:
     sweep_dir = work / "grid"
-    seeds = ",".join(map(str, GRID_SEEDS))
+    seeds = ",".join(map(str, grid_seeds(n_seeds)))
     cmd = [
         sys.executable,
         "-m",
@@ -255,8 +279,11 @@ def run_grid(steps: int, eval_every: int, work: Path, out: Path) -> dict:
     process = measure(cmd, work, "grid")
     jobs = {}
     files = sorted(sweep_dir.glob("*/regularizer=*,seed=*/metrics.json"))
-    if len(files) != len(REGULARIZERS) * len(GRID_SEEDS):
-        raise BenchmarkError(f"the grid finished with {len(files)} of 30 metrics.json files")
+    expected = len(REGULARIZERS) * n_seeds
+    if len(files) != expected:
+        raise BenchmarkError(
+            f"the grid finished with {len(files)} of {expected} metrics.json files"
+        )
     for path in files:  # the runs of a job share one fit loop: one rate per job
         metrics = load_json(path, "grid")
         jobs[path.parent.parent.name] = {
@@ -270,6 +297,76 @@ def run_grid(steps: int, eval_every: int, work: Path, out: Path) -> dict:
             shutil.copy(sweep_dir / name, out / f"grid_{name}")
     shutil.rmtree(sweep_dir)
     return {"command": " ".join(cmd), "jobs": jobs, "process": asdict(process)}
+
+
+def run_ensemble(regularizer: str, members: int, steps: int, work: Path, tag: str) -> dict:
+    cmd = [
+        sys.executable,
+        str(ENSEMBLE),
+        f"--regularizer={regularizer}",
+        f"--members={members}",
+        f"--steps={steps}",
+    ]
+    measure(cmd, work, tag)
+    return load_json(work / f"{tag}.out", tag)
+
+
+def training_rate(steps: int, short: int, wall: float, wall_short: float) -> float:
+    """Steps/s of the steps between a short run and a long one; when noise makes the long
+    run no slower than the short one, the long run's own rate (evaluations included)."""
+    if wall <= wall_short:
+        return steps / wall
+    return (steps - short) / (wall - wall_short)
+
+
+def ensembles(args: argparse.Namespace, work: Path) -> dict:
+    """d. Ensemble training throughput against the plain loop, alternated, best of repeats.
+
+    The plain loop's rate is that of its training steps (per-step TensorBoard scalars
+    included): (N − N/5) / (wall(N) − wall(N/5)) from a run of N and one of N/5 steps, both
+    evaluating only at their first and last step, so the evaluations cancel. The ensembles run
+    their training loop (benchmarks/ensemble.py). Ratios: model-steps/s over plain steps/s.
+    """
+    sizes = args.ensemble_sizes
+    say(f"d. ensembles: E = {', '.join(map(str, sizes))}, {args.ensemble_steps:,} steps")
+    runs: dict[str, dict] = {r: {"plain": [], "ensembles": {}} for r in ENSEMBLE_REGULARIZERS}
+    for rep in range(args.repeats):
+        for regularizer in ENSEMBLE_REGULARIZERS:
+            steps, short = args.ensemble_steps, max(1, args.ensemble_steps // 5)
+            tag = f"eplain_{regularizer}_{rep}"
+            r = run_plain(regularizer, steps, steps, work, tag)
+            r0 = run_plain(regularizer, short, short, work, f"{tag}_short")
+            runs[regularizer]["plain"].append((r["fit_wall_s"], r0["fit_wall_s"]))
+            rate = training_rate(steps, short, r["fit_wall_s"], r0["fit_wall_s"])
+            say(f"  plain     {regularizer:<12} {rate:>9,.0f} steps/s (training steps)")
+            for members in sizes if rep % 2 == 0 else sizes[::-1]:
+                tag = f"ensemble_{regularizer}_{members}_{rep}"
+                e = run_ensemble(regularizer, members, steps, work, tag)
+                runs[regularizer]["ensembles"].setdefault(members, []).append(e)
+                say(
+                    f"  ensemble  {regularizer:<12} E={members:<4} {e['steps_per_s']:>7,.0f} "
+                    f"steps/s  {e['model_steps_per_s']:>8,.0f} model-steps/s  "
+                    f"{e['fraction_of_peak']:.1%} of peak"
+                )
+    out: dict = {}
+    for regularizer, r in runs.items():
+        # The fastest run of each length (the least disturbed), then their difference.
+        steps, short = args.ensemble_steps, max(1, args.ensemble_steps // 5)
+        wall, wall_short = min(w for w, _ in r["plain"]), min(w for _, w in r["plain"])
+        plain = training_rate(steps, short, wall, wall_short)
+        table = {}
+        for members, measured in r["ensembles"].items():
+            best = max(measured, key=lambda e: e["model_steps_per_s"])
+            table[members] = {**best, "speedup": best["model_steps_per_s"] / plain}
+        out[regularizer] = {
+            "plain_steps_per_s": plain,
+            "plain_fit_wall_s": {
+                str(steps): [w for w, _ in r["plain"]],
+                str(short): [w for _, w in r["plain"]],
+            },  # fmt: skip
+            "sizes": table,
+        }
+    return out
 
 
 def machine() -> dict:
@@ -317,12 +414,19 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
             "eval_every": args.eval_every,
             "repeats": args.repeats,
             "seed": SEED,
-            "grid_seeds": list(GRID_SEEDS),
+            "grid_seeds": grid_seeds(args.grid_seeds),
+            "ensemble_steps": args.ensemble_steps,
+            "ensemble_sizes": list(args.ensemble_sizes),
             "torch_threads": 1,
         },
         "load_average": {"start": load()},
         "targets": TARGETS,
     }
+
+    if args.ensembles_only:
+        results["ensembles"] = ensembles(args, work)
+        results["load_average"]["end"] = load()
+        return results
 
     # a. One run each, alternated so that a busy moment hits both sides; best of the repeats.
     say(f"a. single runs: {args.steps:,} steps, best of {args.repeats}, alternated")
@@ -352,14 +456,13 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
     results["load_average"]["after_single"] = load()
 
     # b. The grid, end to end, against the plain loop's serial time.
-    say(f"b. grid: 6 regularizers × {len(GRID_SEEDS)} seeds, {args.grid_steps:,} steps")
-    grid = run_grid(args.grid_steps, args.eval_every, work, Path(args.out))
+    say(f"b. grid: 6 regularizers × {args.grid_seeds} seeds, {args.grid_steps:,} steps")
+    grid = run_grid(args.grid_steps, args.eval_every, args.grid_seeds, work, Path(args.out))
     p = grid["process"]
     say(
         f"  spiralmix grid: {p['wall_s']:.1f} s end to end, {p['max_workers']} jobs at once, "
         f"tree peak RSS {p['tree_peak_rss_mb']:.0f} MB"
     )
-    results["load_average"]["after_grid"] = load()
     plain_rates = {}
     reuse = args.grid_steps == args.steps
     for regularizer in REGULARIZERS:
@@ -372,12 +475,12 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
             rate = r["steps_per_s"]
             say(describe("plain", regularizer, r))
         plain_rates[regularizer] = rate
-    plain_serial = sum(len(GRID_SEEDS) * args.grid_steps / r for r in plain_rates.values())
+    plain_serial = sum(args.grid_seeds * args.grid_steps / r for r in plain_rates.values())
     grid.update(
         plain_steps_per_s=plain_rates,
         plain_serial_s=plain_serial,
         plain_serial_method=(
-            "computed: Σ_regularizers 5 × N / (steps/s of one plain run, seed 123"
+            f"computed: Σ_regularizers {args.grid_seeds} × N / (steps/s of one plain run, seed 123"
             + (", best of part a for none and mixup)" if reuse else ")")
         ),
         speedup=plain_serial / p["wall_s"],
@@ -393,6 +496,10 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
             "plain_serial_s": plain_serial * scale,
         }
     results["grid"] = grid
+    results["load_average"]["after_grid"] = load()
+
+    # d. Ensembles of 1 to 120 members against the plain loop.
+    results["ensembles"] = ensembles(args, work)
     results["load_average"]["end"] = load()
     return results
 
@@ -404,7 +511,7 @@ def mark(ok: bool) -> str:
 def markdown(res: dict) -> str:
     m, s, t = res["machine"], res["settings"], res["targets"]
     lines = [
-        "# spiralmix vs the plain-PyTorch loop (issue 5)",
+        "# spiralmix vs the plain-PyTorch loop",
         "",
         f"- date: {res['date']}",
         f"- machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable); "
@@ -413,6 +520,10 @@ def markdown(res: dict) -> str:
         f"end {res['load_average']['end']}",
         f"- one torch thread per process; evaluation (test metrics + figures) every "
         f"{s['eval_every']:,} steps, step 0 and the last step included; seed {s['seed']}",
+    ]
+    if "single" not in res:  # --ensembles-only
+        return "\n".join(lines + ensemble_markdown(res)) + "\n"
+    lines += [
         "",
         f"## a. One run, {s['steps']:,} steps (steps/s, best of {s['repeats']} alternated runs)",
         "",
@@ -492,7 +603,52 @@ def markdown(res: dict) -> str:
             f"| {reg} | {rss['spiralmix']:.0f} | {rss['plain']:.0f} | {r['rss_ratio']:.2f}× "
             f"| ≤ {t['rss_ratio']}× | {mark(ok)} |"
         )
+    lines += ensemble_markdown(res)
     return "\n".join(lines) + "\n"
+
+
+def ensemble_markdown(res: dict) -> list[str]:
+    s, t, ens = res["settings"], res["targets"], res["ensembles"]
+    lines = [
+        "",
+        f"## d. Ensembles: training throughput, {s['ensemble_steps']:,} steps "
+        f"(best of {s['repeats']})",
+        "",
+        "spiralmix: benchmarks/ensemble.py, the training loop of `seeds=[1..E]` (batches, "
+        "draws, steps, per-step TensorBoard scalars; no evaluation or figures). plain: "
+        "benchmarks/plain_loop.py's training steps, (N − N/5) / (wall(N) − wall(N/5)) from its "
+        "fastest runs of N and N/5 steps, each evaluating at its first and last step only, so "
+        "evaluations cancel (per-step TensorBoard scalars included). "
+        "model-steps/s = steps/s × E; "
+        "ratio = model-steps/s / plain steps/s, both one torch thread (one core). "
+        "GFLOP/s: matrix-product FLOPs per step × steps/s; peak: torch.bmm of the model's "
+        "32×32 layer for all E members at once, measured in the same process.",
+        "",
+        "| regularizer | E | steps/s | model-steps/s | / plain | MFLOP/step | GFLOP/s "
+        "| peak GFLOP/s | of peak |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for reg, r in ens.items():
+        lines.append(
+            f"| {reg} (plain loop) | 1 | {r['plain_steps_per_s']:,.0f} "
+            f"| {r['plain_steps_per_s']:,.0f} | 1.00× | | | | |"
+        )
+        for members, e in sorted(r["sizes"].items(), key=lambda item: int(item[0])):
+            lines.append(
+                f"| {reg} | {members} | {e['steps_per_s']:,.0f} | {e['model_steps_per_s']:,.0f} "
+                f"| **{e['speedup']:.1f}×** | {e['flops_per_step'] / 1e6:.1f} "
+                f"| {e['flops_per_s'] / 1e9:.1f} | {e['peak_flops_per_s'] / 1e9:.1f} "
+                f"| {e['fraction_of_peak']:.0%} |"
+            )
+    e30 = ens.get("mixup", {}).get("sizes", {}).get(30)
+    if e30 is not None:
+        target = t["ensemble_speedup_e30_mixup"]
+        lines += [
+            "",
+            f"mixup, E = 30: {e30['speedup']:.1f}× the plain loop in model-steps/s per core "
+            f"(target ≥ {target}×, met: {mark(e30['speedup'] >= target)}).",
+        ]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -504,11 +660,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid-steps", type=int, default=FULL_STEPS, help="steps of the grid")
     parser.add_argument("--eval-every", type=int, default=2500, help="evaluation cadence")
     parser.add_argument("--repeats", type=int, default=2, help="runs per side (best counts)")
+    parser.add_argument("--grid-seeds", type=int, default=10, help="seeds of the grid")
+    parser.add_argument(
+        "--ensemble-steps", type=int, default=4000, help="steps of each ensemble measurement"
+    )
+    parser.add_argument(
+        "--ensemble-sizes",
+        default=",".join(map(str, ENSEMBLE_SIZES)),
+        help="ensemble sizes E, comma-separated",
+    )
+    parser.add_argument("--ensembles-only", action="store_true", help="only part d, the ensembles")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="every part, shorter: "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()),
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--keep", action="store_true", help="keep the subprocess logs")
     args = parser.parse_args(argv)
-    if min(args.steps, args.grid_steps, args.eval_every, args.repeats) < 1:
-        parser.error("--steps, --grid-steps, --eval-every and --repeats must be >= 1")
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    try:
+        args.ensemble_sizes = [int(e) for e in str(args.ensemble_sizes).split(",")]
+    except ValueError:
+        parser.error("--ensemble-sizes must be comma-separated integers, e.g. 1,10,30")
+    numbers = (args.steps, args.grid_steps, args.eval_every, args.repeats, args.grid_seeds,
+               args.ensemble_steps, *args.ensemble_sizes)  # fmt: skip
+    if min(numbers) < 1:
+        parser.error(
+            "--steps, --grid-steps, --eval-every, --repeats, --grid-seeds, --ensemble-steps "
+            "and --ensemble-sizes must be >= 1"
+        )
 
     work = Path(tempfile.mkdtemp(prefix="spiralmix-bench-"))
     try:

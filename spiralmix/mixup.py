@@ -74,3 +74,34 @@ def sample_permutations(n: int, size: int, generator: torch.Generator) -> torch.
     pairing (the reference's) mixes the first half of a 2·B batch with the second.
     """
     return torch.rand(n, size, generator=generator).argsort(dim=1)
+
+
+def halves_mixing_matrices(
+    k: torch.Tensor, lam: torch.Tensor, n_layers: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixing as 2×2 matrices on the two halves of each member's batch, for every layer.
+
+    k and lam: (..., E) each member's mixing layer (-1: it does not mix) and λ. Returns
+    ``layers`` (..., n_layers + 1, E, 2, 2), the matrix applied to layer j's state, and
+    ``targets`` (..., E, 2, 2), the one applied to the targets. A member mixing at layer k
+    gets [[λ, 1−λ], [λ, 1−λ]] there (both halves become the mixed rows, so the batch keeps
+    its 2·B rows and the loss its mean) and the identity at every other layer.
+    """
+    eye = torch.eye(2, dtype=lam.dtype, device=lam.device)
+    row = torch.stack([lam, 1 - lam], -1)  # (..., E, 2)
+    mixing = row.unsqueeze(-2).expand(*row.shape[:-1], 2, 2)  # (..., E, 2, 2)
+    j = torch.arange(n_layers + 1, device=k.device).view(-1, 1)  # layers along axis -2
+    at = (k.unsqueeze(-2) == j).unsqueeze(-1).unsqueeze(-1)  # (..., L+1, E, 1, 1)
+    layers = torch.where(at, mixing.unsqueeze(-4), eye)
+    targets = torch.where((k >= 0).unsqueeze(-1).unsqueeze(-1), mixing, eye)
+    return layers, targets
+
+
+def mix_halves(t: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Rows (E, 2·B, ...) of t recombined half by half: matrix (E, 2, 2) @ (first, second).
+
+    One batched product for all members, whatever layer each mixes at; trailing axes (a
+    hidden width, or the classes of one-hot targets) are carried along.
+    """
+    E = t.shape[0]
+    return torch.bmm(matrix, t.reshape(E, 2, -1)).view(t.shape)

@@ -10,9 +10,17 @@ import torch
 from tensorboard.compat.proto.summary_pb2 import Summary
 
 from spiralmix import metrics
+from spiralmix.adamw import adamw_stepper
 from spiralmix.compat import count_optimizer_steps, event_file_writer
 from spiralmix.evaluation import Evaluation, EvaluationListener, EvaluationSettings, evaluate
-from spiralmix.mixup import mix, sample_lambda, sample_layers, sample_permutations
+from spiralmix.mixup import (
+    halves_mixing_matrices,
+    mix,
+    mix_halves,
+    sample_lambda,
+    sample_layers,
+    sample_permutations,
+)
 from spiralmix.model import MLPEnsemble
 from spiralmix.streams import stream
 
@@ -105,32 +113,53 @@ class MixupClassifier(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # The raw torch optimizer: Lightning's per-step hooks would cost more than the step.
         optimizer = self.optimizers().optimizer
-        params = list(self.parameters())
         first_step = self.global_step
         chunk = int(batch["chunk"])
         assert chunk * self.hparams.steps_per_call == first_step, "batches out of step"
         n_steps = min(self.hparams.steps_per_call, self.trainer.max_steps - first_step)
         draws = self._draw(chunk, n_steps)
-        losses = torch.empty(n_steps, self.n_members, device=self.device)
-        decay = self._decay_factors()
-        for s in range(n_steps):
-            loss = self._loss(batch["x"][s], batch["y"][s], {k: v[s] for k, v in draws.items()})
-            for param in params:
-                param.grad = None
-            # Members share no parameters, so the sum's gradient is each member's own.
-            loss.sum().backward()
-            if decay is not None:
-                with torch.no_grad():  # AdamW's decoupled decay, one rate per member
-                    for param in params:
-                        param.mul_(decay)
-            optimizer.step()
-            losses[s] = loss.detach()
+        losses = self._train_chunk(batch["x"][:n_steps], batch["y"][:n_steps], draws, optimizer)
         count_optimizer_steps(self.trainer, n_steps)  # global_step += n_steps
         self._log_steps(first_step, losses, draws)
         self._record_failures(first_step, losses)
         last = self.global_step >= self.trainer.max_steps or self.trainer.should_stop
         if self.global_step % self.hparams.eval_every_n_steps == 0 or last:
             self._evaluate_on_cpu()
+
+    def _train_chunk(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        draws: dict[str, torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+    ) -> torch.Tensor:
+        """One optimizer step per row of x (n_steps, E, N, 2) and y (n_steps, E, N), with
+        the chunk's draws (n_steps, E, ...); returns the losses (n_steps, E).
+
+        Everything per member and per step that does not depend on the weights (mixing
+        matrices, dropout masks of mixed rows) is prepared here once for the whole chunk, so a
+        step is a fixed sequence of batched kernels over all members.
+        """
+        params = list(self.parameters())
+        decay = self._decay_factors()
+        if decay is not None:
+            decay = [decay.to(x.device)] * len(params)
+        step = adamw_stepper(optimizer)
+        prepared = self._prepare(draws, x.device)
+        per_step = [dict(zip(prepared, values)) for values in zip(*prepared.values())]
+        losses = torch.empty(len(x), self.n_members, device=x.device)
+        for s in range(len(x)):
+            loss = self._loss(x[s], y[s], per_step[s] if per_step else {})
+            # Members share no parameters, so the sum's gradient is each member's own.
+            grads = torch.autograd.grad(loss.sum(), params)
+            if decay is not None:
+                with torch.no_grad():  # AdamW's decoupled decay, one rate per member
+                    torch._foreach_mul_(params, decay)
+            step(grads)
+            losses[s] = loss.detach()
+            if s == 0:  # the first step ever creates the optimizer's state: use its kernel now
+                step = adamw_stepper(optimizer)
+        return losses
 
     def _record_failures(self, first_step: int, losses: torch.Tensor) -> None:
         """Note members whose loss became non-finite; stop when no member is left training.
@@ -184,10 +213,73 @@ class MixupClassifier(pl.LightningModule):
         # CPU (the same numbers on every device), moved to the module's device once per chunk.
         return {k: torch.stack(v, 1)[:n_steps].to(self.device) for k, v in draws.items()}
 
+    @property
+    def _mixes_by_matrices(self) -> bool:
+        """Whether mixing runs as 2×2 matrices on batch halves (:meth:`_loss_by_matrices`).
+
+        Used for ensembles; one run keeps the reference's operations, bit for bit.
+        """
+        if self.n_members == 1 or self.hparams.pairing != "halves":
+            return False
+        # All members always mixing at one layer (input mixup): the reference's way drops the
+        # second half there and runs the later layers on half the rows.
+        ranges = {r if on else None for on, r in zip(self.mixup_enabled, self.mixup_layers)}
+        one_layer = len(ranges) == 1 and None not in ranges and len(set(ranges.pop())) == 1
+        return any(self.mixup_enabled) and not one_layer
+
+    def _prepare(
+        self, draws: dict[str, torch.Tensor], device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
+        """The draws (..., E, ...) as the step's inputs, moved to ``device``.
+
+        For matrix mixing, k and λ become the mixing matrices of every layer and of the
+        targets, and a member's dropout masks after its mixing layer repeat the first half's
+        rows on the second (both halves then hold the same mixed rows, as in its own run).
+        """
+        draws = {key: value.to(device) for key, value in draws.items()}
+        if not (self._mixes_by_matrices and "k" in draws):
+            return draws
+        k, lam = draws.pop("k"), draws.pop("lam")
+        draws["mix"], draws["mix_targets"] = halves_mixing_matrices(k, lam, self.net.n_hidden)
+        for j in range(self.net.n_hidden):
+            if f"mask{j}" not in draws:
+                break
+            mask = draws[f"mask{j}"]  # (..., E, 2B, width): applied after hidden layer j
+            B = mask.shape[-2] // 2
+            mixed = ((k >= 0) & (k <= j)).unsqueeze(-1).unsqueeze(-1)
+            first = mask[..., :B, :]
+            draws[f"mask{j}"] = torch.where(mixed, torch.cat([first, first], -2), mask)
+        return draws
+
+    def _loss_by_matrices(
+        self, x: torch.Tensor, y: torch.Tensor, draw: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Per-member loss (E,) for x (E, 2B, 2) and y (E, 2B) or (E, 2B, K), with prepared draws.
+
+        Every layer runs once for all members on all 2B rows; each layer's state is then
+        multiplied by its (E, 2, 2) mixing matrices, the identity for members that do not
+        mix there. Members mixing at different layers thus cost no extra passes.
+        """
+        n_hidden = self.net.n_hidden
+        masks = [draw[f"mask{j}"] for j in range(n_hidden)] if "mask0" in draw else None
+        mixing = draw["mix"].unbind(0)  # per layer (E, 2, 2)
+        h = mix_halves(x, mixing[0])
+        for j in range(n_hidden):
+            h = mix_halves(self.net(h, j, j + 1, masks), mixing[j + 1])
+        targets = mix_halves(y, draw["mix_targets"])  # (E, 2B) or (E, 2B, K) soft labels
+        return self.loss_function(self.net(h, n_hidden), targets)
+
     def _loss(
         self, x: torch.Tensor, y: torch.Tensor, draw: dict[str, torch.Tensor]
     ) -> torch.Tensor:
-        """Per-member training loss of one step. x: (E, N, 2), y: (E, N) or (E, N, K) → (E,)."""
+        """Per-member training loss of one step. x: (E, N, 2), y: (E, N) or (E, N, K) → (E,).
+
+        ``draw`` holds the step's draws (E, ...), raw or already prepared (:meth:`_prepare`).
+        """
+        if self._mixes_by_matrices and "k" in draw:
+            draw = self._prepare(draw, x.device)
+        if "mix" in draw:
+            return self._loss_by_matrices(x, y, draw)
         n_hidden = self.net.n_hidden
         masks = [draw[f"mask{j}"] for j in range(n_hidden)] if "mask0" in draw else None
         if "k" not in draw:
@@ -302,14 +394,19 @@ class MixupClassifier(pl.LightningModule):
         """Training wall time so far, over this process and any it resumed from."""
         return self.train_time_s + (time.perf_counter() - self._fit_start)
 
-    def _log_steps(self, first_step: int, losses: torch.Tensor, draws: dict) -> None:
-        """Per-step scalars, one TensorBoard event per step for all tags (cheaper than one each)."""
+    def _log_steps(
+        self, first_step: int, losses: torch.Tensor, draws: dict, loggers: Sequence = ()
+    ) -> None:
+        """Per-step scalars, one TensorBoard event per step for all tags (cheaper than one each).
+
+        To the module's loggers, or to ``loggers`` (one per member) when given.
+        """
         every = self.hparams.log_every_n_steps
         columns = {"train/loss": losses}
         if "k" in draws:
             columns.update({"mixup/k": draws["k"], "mixup/lambda": draws["lam"]})
         rows = range(-(first_step + 1) % every, len(losses), every)
-        for e, logger in enumerate(self.loggers):
+        for e, logger in enumerate(loggers or self.loggers):
             tags = columns if self.mixup_enabled[e] else {"train/loss": losses}
             values = {tag: column[:, e].tolist() for tag, column in tags.items()}
             file_writer = event_file_writer(logger.experiment)

@@ -143,3 +143,45 @@ def test_k_class_ensemble_member_loss_equals_single_run_loss(regularizers):
             own = {k: v[step] for k, v in single._draw(chunk=1, n_steps=10).items()}
             expected = single._loss(x[e : e + 1], y[e : e + 1], own)
             torch.testing.assert_close(loss[e : e + 1], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("regularizer", ["mixup", "dropout"])
+def test_one_run_chunk_steps_exactly_like_backward_and_optimizer_step(regularizer):
+    """A one-member run keeps the reference's operations: its training loop gives the same
+    weights, bit for bit, as autograd's backward and AdamW.step() on the same losses."""
+    cfg = compose_config([f"regularizer={regularizer}"])
+    ours, theirs = build_module(members(cfg, [5])), build_module(members(cfg, [5]))
+    opt_ours, opt_theirs = ours.configure_optimizers(), theirs.configure_optimizers()
+    draws = ours._draw(chunk=0, n_steps=20)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(20, 1, 64, 2, generator=gen)
+    y = (torch.rand(20, 1, 64, generator=gen) > 0.5).float()
+    losses = ours._train_chunk(x, y, draws, opt_ours)
+    for s in range(20):
+        loss = theirs._loss(x[s], y[s], {k: v[s] for k, v in draws.items()})
+        opt_theirs.zero_grad()
+        loss.sum().backward()
+        opt_theirs.step()
+        assert torch.equal(losses[s], loss.detach())
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_ensemble_chunk_trains_each_member_like_its_own_run():
+    """Members mixing at different layers, with dropout, in one ensemble's training loop."""
+    cfg = compose_config(["regularizer=mixup", "model.p=0.2"])
+    seeds = [21, 22, 23, 24]
+    ensemble = build_module(members(cfg, seeds))
+    draws = ensemble._draw(chunk=1, n_steps=30)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(30, len(seeds), 64, 2, generator=gen)
+    y = (torch.rand(30, len(seeds), 64, generator=gen) > 0.5).float()
+    losses = ensemble._train_chunk(x, y, draws, ensemble.configure_optimizers())
+    for e, seed in enumerate(seeds):
+        single = build_module(members(cfg, [seed]))
+        own = {k: v[:, e : e + 1] for k, v in draws.items()}
+        expected = single._train_chunk(x[:, e : e + 1], y[:, e : e + 1], own,
+                                       single.configure_optimizers())  # fmt: skip
+        torch.testing.assert_close(losses[:, e : e + 1], expected, rtol=1e-4, atol=1e-5)
+        for w_ens, w_single in zip(ensemble.net.weights, single.net.weights):
+            torch.testing.assert_close(w_ens[e : e + 1], w_single, rtol=1e-4, atol=1e-5)
