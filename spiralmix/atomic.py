@@ -7,6 +7,10 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.plugins import TorchCheckpointIO
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -19,6 +23,19 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints through :func:`write_atomic`: a full disk or a kill while
+    ``last.ckpt`` is rewritten leaves the previous one intact (Lightning's own writer
+    copies a temporary file over it, which a full disk truncates)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 def write_json_atomic(path: Path, data: object) -> None:

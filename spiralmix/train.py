@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -13,12 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from spiralmix.atomic import write_atomic, write_json_atomic
+from spiralmix.atomic import AtomicCheckpointIO, write_atomic, write_json_atomic
 from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
 from spiralmix.config import flatten
 from spiralmix.data import SpiralDataModule
 from spiralmix.module import MixupClassifier
 from spiralmix.plan import RunPlan, plan_run
+from spiralmix.rundir import lock, unlock
 
 # Lightning's own chatter (GPU availability, "max_steps reached") says nothing useful here.
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
@@ -99,7 +101,37 @@ def train(cfg: DictConfig, run_dir: Path | str, overrides: list[str] = ()) -> li
 
 
 def fit(plan: RunPlan) -> list[dict]:
-    """Train the planned members side by side and write each one's results."""
+    """Train the planned members side by side and write each one's results.
+
+    Members that ended before (``plan.finished``) are not trained again. Raises
+    :class:`spiralmix.rundir.RunDirError` when another process writes into the run folder.
+    """
+    for note in plan.notes:
+        print(f"spiralmix: error: {note}", file=sys.stderr, flush=True)
+    if plan.finished is not None:
+        for r, member_dir in zip(plan.finished, plan.dirs):
+            ended = f"ended before ({r['status']}), not trained again"
+            print(f"{r['regularizer']} seed {r['seed']}: {ended}  → {member_dir}", flush=True)
+        return plan.finished
+    lock(plan.run_dir)
+    try:
+        return _fit_locked(plan)
+    finally:
+        unlock(plan.run_dir)
+
+
+class RunConfigsInCheckpoints(pl.Callback):
+    """Saves the members' configs in each checkpoint: a run continued in its folder must
+    have the settings it was started with."""
+
+    def __init__(self, configs: list[dict]) -> None:
+        self.configs = configs
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["run_configs"] = self.configs
+
+
+def _fit_locked(plan: RunPlan) -> list[dict]:
     members, cfg = plan.members, plan.members[0]
     torch.set_num_threads(cfg.trainer.torch_threads)
     pl.seed_everything(cfg.seed, verbose=False)  # nothing should use the global RNG; be safe
@@ -128,6 +160,14 @@ def fit(plan: RunPlan) -> list[dict]:
         for logger, member_cfg in zip(loggers, member_configs):
             text = f"```yaml\n{OmegaConf.to_yaml(OmegaConf.create(member_cfg))}\n```"
             logger.experiment.add_text("config", text, 0)
+    checkpoints = ModelCheckpoint(
+        dirpath=plan.run_dir / "checkpoints",
+        filename="step={step}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=cfg.trainer.checkpoint_every_n_steps,
+        save_top_k=-1,
+        save_last=True,
+    )
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
@@ -140,15 +180,10 @@ def fit(plan: RunPlan) -> list[dict]:
             ),
             HparamsWithResults([tensorboard_hparams(c) for c in member_configs]),
             RunProgress(interactive=cfg.trainer.progress_bar),
-            ModelCheckpoint(
-                dirpath=plan.run_dir / "checkpoints",
-                filename="step={step}",
-                auto_insert_metric_name=False,
-                every_n_train_steps=cfg.trainer.checkpoint_every_n_steps,
-                save_top_k=-1,
-                save_last=True,
-            ),
+            checkpoints,
+            RunConfigsInCheckpoints(member_configs),
         ],
+        plugins=[AtomicCheckpointIO()],
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -159,12 +194,50 @@ def fit(plan: RunPlan) -> list[dict]:
     with warnings.catch_warnings():
         # The checkpoint after a chunk holds the state after its last step, as intended.
         warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=plan.checkpoint, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=plan.checkpoint, weights_only=True)
+        except OSError as err:  # a full disk, a vanished folder: the run ends as failed
+            return _write_failure(plan, member_configs, module, err, checkpoints.last_model_path)
     wall = module.elapsed_s
     return [
         finish_member(member, member_cfg, module, datamodule, e, d, wall)
         for e, (member, member_cfg, d) in enumerate(zip(members, member_configs, plan.dirs))
     ]
+
+
+def _write_failure(
+    plan: RunPlan, configs: list[dict], module: MixupClassifier, err: OSError, last: str
+) -> list[dict]:
+    """metrics.json with status failed and why, for each member of a run that could not
+    write its files; the last checkpoint written stays (checkpoints are atomic)."""
+    where = f" ({err.filename})" if err.filename else ""
+    saved = f"last good checkpoint {last}" if last else "no checkpoint written"
+    error = (
+        f"cannot write in {plan.run_dir} at step {module.global_step}: "
+        f"{err.strerror or err}{where}; {saved}"
+    )
+    results = []
+    for e, (cfg, resolved, member_dir) in enumerate(zip(plan.members, configs, plan.dirs)):
+        result = {
+            "status": "failed",
+            "error": error,
+            "regularizer": cfg.regularizer_name,
+            "seed": cfg.seed,
+            "steps": module.global_step,
+            "max_steps": cfg.trainer.max_steps,
+            "history": [
+                {"step": h["step"], **{k: v[e] for k, v in h.items() if k != "step"}}
+                for h in module.history
+            ],
+            "config": resolved,
+        }
+        try:
+            write_json_atomic(member_dir / "metrics.json", result)
+        except OSError as again:
+            result["error"] += f" (metrics.json not written either: {again.strerror or again})"
+        print(f"{cfg.regularizer_name} seed {cfg.seed}: FAILED: {result['error']}", flush=True)
+        results.append(result)
+    return results
 
 
 def finish_member(
