@@ -14,13 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from spiralmix.config import ConfigError, split_sizes
 
-# Peak bytes per point while a data set is generated and split (float64 spirals, the
-# shuffle's indices, the per-split copies), measured with n_samples = 2·10⁶.
-DATA_BYTES_PER_POINT = 80
-# Bytes per evaluated point and hidden unit: float32 activations of a layer, its
-# activation function's output and the largest intermediate, measured the same way.
-EVAL_BYTES_PER_UNIT = 16
-BASELINE_BYTES = 600 * 2**20  # the interpreter with torch, Lightning and matplotlib loaded
+# Measured peaks (ru_maxrss) of a process at n_samples = 4·10⁶ with hidden widths 4 and 64,
+# checked at 2·10⁶ with width 32 (1.63 GiB measured, 1.66 GiB estimated):
+# per point while the data set is generated, shuffled and split (float64 spirals, int64
+# indices, per-split copies), per evaluated point and hidden unit (float32 activations
+# of the whole split at once), and the interpreter with torch and Lightning loaded.
+DATA_BYTES_PER_POINT = 350
+EVAL_BYTES_PER_UNIT = 12
+BASELINE_BYTES = 450 * 2**20
 GIB = 2**30
 CGROUP = Path("/sys/fs/cgroup")
 
