@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -35,7 +36,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+        write_torch_atomic(path, checkpoint)
+
+
+def write_torch_atomic(path: Path, data: object) -> None:
+    """``torch.save`` through :func:`write_atomic`. Serialised in memory first: written
+    straight to a full disk, torch.save fails with a RuntimeError about a zip position,
+    a plain write with ``OSError: No space left on device``."""
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
 def write_json_atomic(path: Path, data: object) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -14,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from spiralmix.atomic import AtomicCheckpointIO, write_atomic, write_json_atomic
+from spiralmix.atomic import AtomicCheckpointIO, write_json_atomic, write_torch_atomic
 from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
 from spiralmix.config import flatten
 from spiralmix.data import SpiralDataModule
@@ -131,8 +133,28 @@ class RunConfigsInCheckpoints(pl.Callback):
         checkpoint["run_configs"] = self.configs
 
 
+class WriteFailures(pl.Callback):
+    """Records a failed write (a full disk) in each member's metrics.json as soon as it
+    happens, before the loggers flush their buffers into whatever space is left."""
+
+    def __init__(self, record: Callable[[OSError], list[dict]]) -> None:
+        self.record, self.results = record, None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, OSError):
+            self.results = self.record(exception)
+
+
+def _quiet_write_errors(args: threading.ExceptHookArgs) -> None:
+    """TensorBoard's writer thread dies on a full disk with a traceback; the same error
+    reaches the training loop at the next write and ends the run with one line."""
+    if not isinstance(args.exc_value, OSError):
+        threading.__excepthook__(args)
+
+
 def _fit_locked(plan: RunPlan) -> list[dict]:
     members, cfg = plan.members, plan.members[0]
+    threading.excepthook = _quiet_write_errors
     torch.set_num_threads(cfg.trainer.torch_threads)
     pl.seed_everything(cfg.seed, verbose=False)  # nothing should use the global RNG; be safe
     # On resume, TensorBoard drops the events that the interrupted process wrote after the
@@ -168,6 +190,9 @@ def _fit_locked(plan: RunPlan) -> list[dict]:
         save_top_k=-1,
         save_last=True,
     )
+    failures = WriteFailures(
+        lambda err: _write_failure(plan, member_configs, module, err, checkpoints.last_model_path)
+    )
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
@@ -182,6 +207,7 @@ def _fit_locked(plan: RunPlan) -> list[dict]:
             RunProgress(interactive=cfg.trainer.progress_bar),
             checkpoints,
             RunConfigsInCheckpoints(member_configs),
+            failures,
         ],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=False,
@@ -197,12 +223,15 @@ def _fit_locked(plan: RunPlan) -> list[dict]:
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=plan.checkpoint, weights_only=True)
         except OSError as err:  # a full disk, a vanished folder: the run ends as failed
-            return _write_failure(plan, member_configs, module, err, checkpoints.last_model_path)
+            return failures.results or failures.record(err)
     wall = module.elapsed_s
-    return [
-        finish_member(member, member_cfg, module, datamodule, e, d, wall)
-        for e, (member, member_cfg, d) in enumerate(zip(members, member_configs, plan.dirs))
-    ]
+    try:
+        return [
+            finish_member(member, member_cfg, module, datamodule, e, d, wall)
+            for e, (member, member_cfg, d) in enumerate(zip(members, member_configs, plan.dirs))
+        ]
+    except OSError as err:
+        return failures.record(err)
 
 
 def _write_failure(
@@ -305,7 +334,7 @@ def save_boundary(path: Path, last_eval: dict, datamodule: SpiralDataModule, e: 
             for t in ("X", "y")
         },
     }
-    write_atomic(path, lambda tmp: torch.save(data, tmp))
+    write_torch_atomic(path, data)
 
 
 def tensorboard_hparams(container: dict) -> dict:

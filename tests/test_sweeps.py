@@ -188,8 +188,9 @@ def test_an_interrupted_sweep_finishes_with_the_same_command(tmp_path):
 
     # SIGKILL the whole sweep (launcher and joblib workers) once two jobs completed, one
     # is between checkpoints and one has not started.
-    process = subprocess.Popen(_sweep_command(interrupted, *RESUMABLE, *JOBLIB), start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    command = _sweep_command(interrupted, *RESUMABLE, *JOBLIB)
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
     jobs = [interrupted / f"seed{s}" for s in range(1, 6)]
 
     def state() -> list[str]:
@@ -213,8 +214,7 @@ def test_an_interrupted_sweep_finishes_with_the_same_command(tmp_path):
     done = [j for j, s in zip(jobs, before) if s == "completed"]
     done_stamp = {j: (j / "metrics.json").stat().st_mtime_ns for j in done}
 
-    finish = subprocess.run(_sweep_command(interrupted, *RESUMABLE, *JOBLIB), capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+    finish = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finish.returncode == 0, finish.stderr[-3000:]
     assert "not trained again" in finish.stdout
     for job, was in zip(jobs, before):
