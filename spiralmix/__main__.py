@@ -60,6 +60,8 @@ def check_overrides(argv: list[str]) -> None:
     can be written (Hydra would fail there with a traceback)."""
     named = ("hydra.run.dir=", "hydra.sweep.dir=", "resume=")
     dirs = [arg.split("=", 1)[1] for arg in argv if arg.startswith(named)]
+    # A resume folder that does not exist gets its own message below.
+    dirs = [d for d in dirs if f"resume={d}" not in argv or Path(d).exists()]
     try:
         check_writable(dirs[-1] if dirs else "outputs")
     except RunDirError as err:
