@@ -156,6 +156,7 @@ def test_slurm_launcher_config_composes_with_overridable_resources():
     default = launcher()
     assert default._target_.endswith("SlurmLauncher")
     assert (default.partition, default.timeout_min, default.cpus_per_task) == (None, 60, 1)
+    assert default.max_num_timeout > 0  # timed-out jobs are requeued (preempted ones always)
     changed = launcher(
         "hydra.launcher.partition=cpu",
         "hydra.launcher.timeout_min=120",
