@@ -8,10 +8,6 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
-from pytorch_lightning.plugins import TorchCheckpointIO
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -26,23 +22,12 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoints through :func:`write_atomic`: a full disk or a kill while
-    ``last.ckpt`` is rewritten leaves the previous one intact (Lightning's own writer
-    copies a temporary file over it, which a full disk truncates)."""
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
-    ) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_torch_atomic(path, checkpoint)
-
-
 def write_torch_atomic(path: Path, data: object) -> None:
     """``torch.save`` through :func:`write_atomic`. Serialised in memory first: written
     straight to a full disk, torch.save fails with a RuntimeError about a zip position,
     a plain write with ``OSError: No space left on device``."""
+    import torch  # here: reports write JSON and text through this module too
+
     buffer = io.BytesIO()
     torch.save(data, buffer)
     write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))

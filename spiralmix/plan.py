@@ -90,11 +90,11 @@ def _check_same_run(members: list[DictConfig], saved: list[dict] | None, run_dir
         return  # a checkpoint from before configs were saved in it
     for member, old in zip(members, saved):
         now, before = _settings(member), flatten(old)
-        for key in sorted(set(now) | set(before)):
-            if key not in FREE_ON_RESUME and now.get(key) != before.get(key):
+        for key in sorted(set(now) & set(before)):  # a key added since may be new to it
+            if key not in FREE_ON_RESUME and now[key] != before[key]:
                 raise ConfigError(
-                    key, now.get(key),
-                    f"{run_dir} holds a run with {key}={before.get(key)!r}; continue it with "
+                    key, now[key],
+                    f"{run_dir} holds a run with {key}={before[key]!r}; continue it with "
                     "the same settings or choose another folder",
                 )  # fmt: skip
     if len(saved) != len(members):

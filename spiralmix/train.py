@@ -15,8 +15,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.plugins import TorchCheckpointIO
 
-from spiralmix.atomic import AtomicCheckpointIO, write_json_atomic, write_torch_atomic
+from spiralmix.atomic import write_json_atomic, write_torch_atomic
 from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
 from spiralmix.config import flatten
 from spiralmix.data import SpiralDataModule
@@ -116,10 +117,22 @@ def fit(plan: RunPlan) -> list[dict]:
             print(f"{r['regularizer']} seed {r['seed']}: {ended}  → {member_dir}", flush=True)
         return plan.finished
     lock(plan.run_dir)
+    thread_hook, threading.excepthook = threading.excepthook, _quiet_write_errors
     try:
         return _fit_locked(plan)
     finally:
+        threading.excepthook = thread_hook
         unlock(plan.run_dir)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints through :func:`spiralmix.atomic.write_atomic`: a full disk or
+    a kill while ``last.ckpt`` is rewritten leaves the previous one intact (Lightning's own
+    writer copies a temporary file over it, which a full disk truncates)."""
+
+    def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options=None) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_torch_atomic(Path(path), checkpoint)
 
 
 class RunConfigsInCheckpoints(pl.Callback):
@@ -154,7 +167,6 @@ def _quiet_write_errors(args: threading.ExceptHookArgs) -> None:
 
 def _fit_locked(plan: RunPlan) -> list[dict]:
     members, cfg = plan.members, plan.members[0]
-    threading.excepthook = _quiet_write_errors
     torch.set_num_threads(cfg.trainer.torch_threads)
     pl.seed_everything(cfg.seed, verbose=False)  # nothing should use the global RNG; be safe
     # On resume, TensorBoard drops the events that the interrupted process wrote after the
