@@ -206,3 +206,17 @@ def test_a_full_filesystem_fails_the_run_with_a_clear_message(tmp_path):
             assert json.loads((disk / "run" / "metrics.json").read_text())["status"] == "failed"
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_run_killed_after_its_last_checkpoint_finishes_without_training(tmp_path, tiny_config):
+    cfg = tiny_config("regularizer=mixup")
+    train(cfg, tmp_path)
+    expected = json.loads((tmp_path / "metrics.json").read_text())
+    boundary = torch.load(tmp_path / "boundary.pt", weights_only=True)
+    (tmp_path / "metrics.json").unlink()  # as if killed while writing the results
+    (tmp_path / "boundary.pt").unlink()
+    train(cfg, tmp_path)
+    result = json.loads((tmp_path / "metrics.json").read_text())
+    assert _without_timings(result) == _without_timings(expected)
+    again = torch.load(tmp_path / "boundary.pt", weights_only=True)
+    assert torch.equal(again["grid_p"], boundary["grid_p"]) and again["step"] == 200
