@@ -93,7 +93,8 @@ def readable_checkpoint(checkpoint_dir: Path) -> tuple[Path | None, list[str]]:
             step = saved["global_step"]
             saved["state_dict"], saved["spiralmix"]  # noqa: B018 (what a resume reads)
         except Exception as err:  # any failure to load means: not this one
-            reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err)
+            text = str(err).strip() or type(err).__name__
+            reason = text.splitlines()[0].split(". ")[0][:120]  # torch's first sentence
             broken.append(f"{path} cannot be read (truncated or corrupt: {reason})")
             continue
         notes = [f"{b}; resuming from {path} (step {step}) instead" for b in broken]
