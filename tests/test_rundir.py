@@ -53,6 +53,7 @@ LONG = ["trainer.max_steps=3000", "trainer.steps_per_call=250", "trainer.eval_ev
         "evaluation.grid_resolution=20", "evaluation.diagnostic_figures=false"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_busy_run_folder_stops_a_second_process_and_a_killed_one_does_not_block(tmp_path):
     command = [sys.executable, "-m", "spiralmix", *LONG, f"hydra.run.dir={tmp_path}"]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
