@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -22,6 +23,7 @@ from omegaconf import DictConfig
 from spiralmix.compat import hydra_error_lines
 from spiralmix.config import ConfigError, config_dir, register
 from spiralmix.plan import plan_run, resolve_resume
+from spiralmix.rundir import RunDirError, check_writable
 
 register()
 errors = logging.getLogger("spiralmix.errors")
@@ -33,30 +35,42 @@ def main(cfg: DictConfig) -> float | None:
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:  # check the config before the slow imports, and before anything is written
         plan = plan_run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
-    except ConfigError as err:
+        from spiralmix.train import fit
+
+        results = fit(plan, list(hydra_cfg.overrides.task))  # RunDirError: folder in use
+    except (ConfigError, RunDirError) as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"spiralmix: error: {err}", file=sys.stderr)
         if sweeping:  # the other jobs go on; the report lists this one as not finished
             return None
         sys.exit(2)
-
-    from spiralmix.train import fit
-
-    results = fit(plan, list(hydra_cfg.overrides.task))
     failed = [r for r in results if r["status"] != "completed"]
     if failed and not sweeping:  # in a sweep the other jobs go on
         for r in failed:  # on stderr, and into the run's spiralmix.log
             errors.error(f"spiralmix: error: seed {r['seed']}: {r['error']}")
         sys.exit(1)
     # A sweeper that optimises (Optuna) minimises this value.
-    return sum(r["final"].get("val/loss", r["final"]["test/loss"]) for r in results) / len(results)
+    losses = [
+        r.get("final", {}).get("val/loss", r.get("final", {}).get("test/loss")) for r in results
+    ]
+    return None if None in losses else sum(losses) / len(losses)
 
 
 def check_overrides(argv: list[str]) -> None:
     """Compose a single run's config up front, so that a misspelt key, a wrong type or an
     unknown preset ends with one line naming it instead of Hydra's multi-line report.
-    Sweeps (-m) and other flags are left to Hydra."""
+    Sweeps (-m) and other flags are left to Hydra, after a check that the output folder
+    can be written (Hydra would fail there with a traceback)."""
+    named = ("hydra.run.dir=", "hydra.sweep.dir=", "resume=")
+    dirs = [arg.split("=", 1)[1] for arg in argv if arg.startswith(named)]
+    # A resume folder that does not exist gets its own message below.
+    dirs = [d for d in dirs if f"resume={d}" not in argv or Path(d).exists()]
+    try:
+        check_writable(dirs[-1] if dirs else "outputs")
+    except RunDirError as err:
+        print(f"spiralmix: error: {err}", file=sys.stderr)
+        sys.exit(2)
     if any(arg.startswith("-") for arg in argv) or os.environ.get("HYDRA_FULL_ERROR") == "1":
         return
     from hydra import compose, initialize_config_dir

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -19,6 +20,17 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_torch_atomic(path: Path, data: object) -> None:
+    """``torch.save`` through :func:`write_atomic`. Serialised in memory first: written
+    straight to a full disk, torch.save fails with a RuntimeError about a zip position,
+    a plain write with ``OSError: No space left on device``."""
+    import torch  # here: reports write JSON and text through this module too
+
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
 def write_json_atomic(path: Path, data: object) -> None:

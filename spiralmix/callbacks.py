@@ -12,8 +12,8 @@ from torch.utils.tensorboard.summary import hparams
 from tqdm.auto import tqdm
 
 from spiralmix import plots
-from spiralmix.evaluation import Evaluation, EvaluationListener
 from spiralmix.compat import event_file_writer
+from spiralmix.evaluation import Evaluation, EvaluationListener
 
 log = logging.getLogger("spiralmix")  # shown and kept by Hydra's job logging
 

@@ -8,7 +8,7 @@ compose, and each writes its own directory, TensorBoard run and metrics.json.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra import compose
@@ -16,6 +16,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from spiralmix.config import Config, ConfigError, flatten, validate
+from spiralmix.memory import check_memory
+from spiralmix.rundir import finished_metrics, readable_checkpoint
 
 # What a regularizer preset may change between members of one process; everything else
 # (data, model size, learning rate, pairing, trainer, evaluation) is shared.
@@ -24,6 +26,8 @@ PER_MEMBER_KEYS = (
     "model.p", "model.weight_decay", "mixup.enabled", "mixup.alpha", "mixup.layers",
 )  # fmt: skip
 MEMBER_OVERRIDES = ("regularizer", "regularizers", "seed", "seeds", "resume")
+# Settings a run may change when it continues in its folder: they do not change results.
+FREE_ON_RESUME = ("resume", "trainer.progress_bar", "trainer.torch_threads")
 
 
 @dataclass
@@ -32,6 +36,8 @@ class RunPlan:
     dirs: list[Path]  # where each member writes
     run_dir: Path
     checkpoint: Path | None  # the checkpoint to resume from
+    finished: list[dict] | None = None  # the members' metrics when they ended before
+    notes: list[str] = field(default_factory=list)  # checkpoints that could not be read
 
 
 def plan_run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] = ()) -> RunPlan:
@@ -41,10 +47,10 @@ def plan_run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] = ()) ->
     to each regularizer preset when ``cfg.regularizers`` is set, which needs Hydra's global
     state (inside ``@hydra.main`` or ``initialize_config_dir``).
     """
-    checkpoint = None
+    checkpoint, notes = None, []
     if cfg.resume is not None:
         run_dir = cfg.resume
-        cfg, overrides, checkpoint = resolve_resume(cfg)
+        cfg, overrides, checkpoint, notes = resolve_resume(cfg)
     validate(cfg)
     run_dir = Path(run_dir)
     if cfg.regularizers is None:
@@ -60,7 +66,40 @@ def plan_run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] = ()) ->
             validate(member)
             members.append(member)
     _check_shared(members)
-    return RunPlan(members, member_dirs(cfg, run_dir), run_dir, checkpoint)
+    check_memory(members)
+    dirs = member_dirs(cfg, run_dir)
+    # Rerunning a command into its own folder (a sweep with the same hydra.sweep.dir, a
+    # requeued cluster job) finishes it: ended members are kept, the rest resume.
+    finished = finished_metrics(dirs)
+    if finished is not None:
+        _check_same_run(members, [m["config"] for m in finished], run_dir)
+        return RunPlan(members, dirs, run_dir, None, finished, notes)
+    if checkpoint is None:
+        checkpoint, notes = readable_checkpoint(run_dir / "checkpoints")
+        if checkpoint is not None:
+            import torch  # only when resuming: the command line checks its arguments first
+
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            _check_same_run(members, saved.get("run_configs"), run_dir)
+    return RunPlan(members, dirs, run_dir, checkpoint, None, notes)
+
+
+def _check_same_run(members: list[DictConfig], saved: list[dict] | None, run_dir: Path) -> None:
+    """A folder continues only the run it holds: same members, same settings."""
+    if saved is None:
+        return  # a checkpoint from before configs were saved in it
+    for member, old in zip(members, saved):
+        now, before = _settings(member), flatten(old)
+        for key in sorted(set(now) & set(before)):  # a key added since may be new to it
+            if key not in FREE_ON_RESUME and now[key] != before[key]:
+                raise ConfigError(
+                    key, now[key],
+                    f"{run_dir} holds a run with {key}={before[key]!r}; continue it with "
+                    "the same settings or choose another folder",
+                )  # fmt: skip
+    if len(saved) != len(members):
+        raise ConfigError("seeds", [m.seed for m in members],
+                          f"{run_dir} holds a run of {len(saved)} members")  # fmt: skip
 
 
 def member_dirs(cfg: DictConfig, run_dir: Path) -> list[Path]:
@@ -98,16 +137,19 @@ def _check_shared(members: list[DictConfig]) -> None:
                 )  # fmt: skip
 
 
-def resolve_resume(cfg: DictConfig) -> tuple[DictConfig, list[str], Path]:
-    """For ``resume=<run dir>``: that run's saved config, its overrides and last checkpoint."""
+def resolve_resume(cfg: DictConfig) -> tuple[DictConfig, list[str], Path, list[str]]:
+    """For ``resume=<run dir>``: that run's saved config, its overrides, the newest readable
+    checkpoint and a line for each unreadable one skipped."""
     run_dir = Path(cfg.resume)
-    hydra_dir, checkpoint = run_dir / ".hydra", run_dir / "checkpoints" / "last.ckpt"
+    hydra_dir = run_dir / ".hydra"
     if not (hydra_dir / "config.yaml").is_file():
         raise ConfigError("resume", cfg.resume, "is not a run directory (no .hydra/config.yaml)")
-    if not checkpoint.is_file():
-        raise ConfigError("resume", cfg.resume, "has no checkpoint yet (checkpoints/last.ckpt)")
+    checkpoint, notes = readable_checkpoint(run_dir / "checkpoints")
+    if checkpoint is None:
+        found = f" ({notes[0].split(';')[0]})" if notes else " (checkpoints/last.ckpt)"
+        raise ConfigError("resume", cfg.resume, f"has no readable checkpoint{found}")
     saved = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(hydra_dir / "config.yaml"))
     saved.resume = None
     overrides_file = hydra_dir / "overrides.yaml"
     overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
-    return saved, overrides, checkpoint
+    return saved, overrides, checkpoint, notes

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -13,14 +14,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.plugins import TorchCheckpointIO
 
-from spiralmix.atomic import write_atomic, write_json_atomic
+from spiralmix.atomic import write_json_atomic, write_torch_atomic
 from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
 from spiralmix.config import flatten
 from spiralmix.data import SpiralDataModule
 from spiralmix.evaluation import Evaluation
 from spiralmix.module import MixupClassifier
 from spiralmix.plan import RunPlan, plan_run
+from spiralmix.rundir import lock, unlock
 
 # Lightning's own chatter (GPU availability, "max_steps reached") says nothing useful here.
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
@@ -118,7 +121,66 @@ def fit(plan: RunPlan, overrides: Sequence[str] = ()) -> list[dict]:
 
     ``overrides`` (the command line's) decide which config keys TensorBoard's HPARAMS tab
     shows first, after the regularizer.
+    Members that ended before (``plan.finished``) are not trained again. Raises
+    :class:`spiralmix.rundir.RunDirError` when another process writes into the run folder.
     """
+    for note in plan.notes:
+        logging.getLogger("spiralmix.errors").error(f"spiralmix: error: {note}")
+    if plan.finished is not None:
+        for r, member_dir in zip(plan.finished, plan.dirs):
+            ended = f"ended before ({r['status']}), not trained again"
+            log.info(f"{r['regularizer']} seed {r['seed']}: {ended}  → {member_dir}")
+        return plan.finished
+    lock(plan.run_dir)
+    thread_hook, threading.excepthook = threading.excepthook, _quiet_write_errors
+    try:
+        return _fit_locked(plan, overrides)
+    finally:
+        threading.excepthook = thread_hook
+        unlock(plan.run_dir)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints through :func:`spiralmix.atomic.write_atomic`: a full disk or
+    a kill while ``last.ckpt`` is rewritten leaves the previous one intact (Lightning's own
+    writer copies a temporary file over it, which a full disk truncates)."""
+
+    def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options=None) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_torch_atomic(Path(path), checkpoint)
+
+
+class RunConfigsInCheckpoints(pl.Callback):
+    """Saves the members' configs in each checkpoint: a run continued in its folder must
+    have the settings it was started with."""
+
+    def __init__(self, configs: list[dict]) -> None:
+        self.configs = configs
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["run_configs"] = self.configs
+
+
+class WriteFailures(pl.Callback):
+    """Records a failed write (a full disk) in each member's metrics.json as soon as it
+    happens, before the loggers flush their buffers into whatever space is left."""
+
+    def __init__(self, record: Callable[[OSError], list[dict]]) -> None:
+        self.record, self.results = record, None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, OSError):
+            self.results = self.record(exception)
+
+
+def _quiet_write_errors(args: threading.ExceptHookArgs) -> None:
+    """TensorBoard's writer thread dies on a full disk with a traceback; the same error
+    reaches the training loop at the next write and ends the run with one line."""
+    if not isinstance(args.exc_value, OSError):
+        threading.__excepthook__(args)
+
+
+def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
     members, cfg = plan.members, plan.members[0]
     torch.set_num_threads(cfg.trainer.torch_threads)
     pl.seed_everything(cfg.seed, verbose=False)  # nothing should use the global RNG; be safe
@@ -147,6 +209,17 @@ def fit(plan: RunPlan, overrides: Sequence[str] = ()) -> list[dict]:
         for logger, member_cfg in zip(loggers, member_configs):
             text = f"```yaml\n{OmegaConf.to_yaml(OmegaConf.create(member_cfg))}\n```"
             logger.experiment.add_text("config", text, 0)
+    checkpoints = ModelCheckpoint(
+        dirpath=plan.run_dir / "checkpoints",
+        filename="step={step}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=cfg.trainer.checkpoint_every_n_steps,
+        save_top_k=-1,
+        save_last=True,
+    )
+    failures = WriteFailures(
+        lambda err: _write_failure(plan, member_configs, module, err, checkpoints.last_model_path)
+    )
     trainer = pl.Trainer(
         accelerator=lightning_accelerator(cfg.trainer.accelerator),
         devices=1,
@@ -163,15 +236,11 @@ def fit(plan: RunPlan, overrides: Sequence[str] = ()) -> list[dict]:
                 [tensorboard_hparams(c, first=overridden_keys(overrides)) for c in member_configs]
             ),
             RunProgress(interactive=cfg.trainer.progress_bar),
-            ModelCheckpoint(
-                dirpath=plan.run_dir / "checkpoints",
-                filename="step={step}",
-                auto_insert_metric_name=False,
-                every_n_train_steps=cfg.trainer.checkpoint_every_n_steps,
-                save_top_k=-1,
-                save_last=True,
-            ),
+            checkpoints,
+            RunConfigsInCheckpoints(member_configs),
+            failures,
         ],
+        plugins=[AtomicCheckpointIO()],
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -182,12 +251,59 @@ def fit(plan: RunPlan, overrides: Sequence[str] = ()) -> list[dict]:
     with warnings.catch_warnings():
         # The checkpoint after a chunk holds the state after its last step, as intended.
         warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=plan.checkpoint, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=plan.checkpoint, weights_only=True)
+        except OSError as err:  # a full disk, a vanished folder: the run ends as failed
+            return failures.results or failures.record(err)
+    if "step" not in module.last_eval:  # killed after its last checkpoint, before the end
+        # Evaluate again for boundary.pt (the same numbers), without logging them twice.
+        history, trainer.loggers = list(module.history), []
+        module.evaluate()
+        module.history = history
     wall = module.elapsed_s
-    return [
-        finish_member(member, member_cfg, module, datamodule, e, d, wall)
-        for e, (member, member_cfg, d) in enumerate(zip(members, member_configs, plan.dirs))
-    ]
+    try:
+        return [
+            finish_member(member, member_cfg, module, datamodule, e, d, wall)
+            for e, (member, member_cfg, d) in enumerate(zip(members, member_configs, plan.dirs))
+        ]
+    except OSError as err:
+        return failures.record(err)
+
+
+def _write_failure(
+    plan: RunPlan, configs: list[dict], module: MixupClassifier, err: OSError, last: str
+) -> list[dict]:
+    """metrics.json with status failed and why, for each member of a run that could not
+    write its files; the last checkpoint written stays (checkpoints are atomic)."""
+    where = f" ({err.filename})" if err.filename else ""
+    saved = f"last good checkpoint {last}" if last else "no checkpoint written"
+    error = (
+        f"cannot write in {plan.run_dir} at step {module.global_step}: "
+        f"{err.strerror or err}{where}; {saved}"
+    )
+    results = []
+    for e, (cfg, resolved, member_dir) in enumerate(zip(plan.members, configs, plan.dirs)):
+        result = {
+            "status": "failed",
+            "error": error,
+            "regularizer": cfg.regularizer_name,
+            "seed": cfg.seed,
+            "steps": module.global_step,
+            "max_steps": cfg.trainer.max_steps,
+            "history": [
+                {"step": h["step"], **{k: v[e] for k, v in h.items() if k != "step"}}
+                for h in module.history
+            ],
+            "config": resolved,
+        }
+        try:
+            write_json_atomic(member_dir / "metrics.json", result)
+        except OSError as again:
+            result["error"] += f" (metrics.json not written either: {again.strerror or again})"
+        # Printed, not logged: the run's spiralmix.log may be on the disk that failed.
+        print(f"{cfg.regularizer_name} seed {cfg.seed}: FAILED: {result['error']}", flush=True)
+        results.append(result)
+    return results
 
 
 def finish_member(
@@ -257,7 +373,7 @@ def save_boundary(path: Path, evaluation: Evaluation, datamodule: SpiralDataModu
             for t in ("X", "y")
         },
     }
-    write_atomic(path, lambda tmp: torch.save(data, tmp))
+    write_torch_atomic(path, data)
 
 
 def lightning_accelerator(name: str) -> str:

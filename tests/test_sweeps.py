@@ -1,13 +1,20 @@
 """Multirun sweeps through the CLI: the compare preset under the basic, joblib and
-submitit_local launchers, an Optuna search, a sweep with a failing job, the SLURM config."""
+submitit_local launchers, an Optuna search, a sweep with a failing job, the SLURM config,
+an interrupted sweep finished by its own command, a preempted submitit job."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -149,9 +156,124 @@ def test_slurm_launcher_config_composes_with_overridable_resources():
     default = launcher()
     assert default._target_.endswith("SlurmLauncher")
     assert (default.partition, default.timeout_min, default.cpus_per_task) == (None, 60, 1)
+    assert default.max_num_timeout > 0  # timed-out jobs are requeued (preempted ones always)
     changed = launcher(
         "hydra.launcher.partition=cpu",
         "hydra.launcher.timeout_min=120",
         "hydra.launcher.cpus_per_task=4",
     )
     assert (changed.partition, changed.timeout_min, changed.cpus_per_task) == ("cpu", 120, 4)
+
+
+# A sweep to interrupt: five one-seed jobs, checkpoints every 100 steps.
+RESUMABLE = ["seed=1,2,3,4,5", "trainer.max_steps=400", "trainer.eval_every_n_steps=100",
+             "hydra.sweep.subdir=seed${seed}"]  # fmt: skip
+JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]  # two at a time
+
+
+def _sweep_command(sweep_dir: Path, *overrides: str) -> list[str]:
+    """The CLI's multirun with SWEEP_TINY first (later overrides win)."""
+    return [sys.executable, "-m", "spiralmix", "-m", *SWEEP_TINY, *overrides,
+            f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
+
+
+def _without(row: dict, *keys: str) -> dict:
+    return {k: v for k, v in row.items() if k not in keys}
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_finishes_with_the_same_command(tmp_path):
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    # The reference in one process (the basic launcher): the same results, sooner.
+    subprocess.run(_sweep_command(reference, *RESUMABLE), check=True, capture_output=True)
+
+    # SIGKILL the whole sweep (launcher and joblib workers) once two jobs completed, one
+    # is between checkpoints and one has not started.
+    command = _sweep_command(interrupted, *RESUMABLE, *JOBLIB)
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    jobs = [interrupted / f"seed{s}" for s in range(1, 6)]
+
+    def state() -> list[str]:
+        return [
+            "completed" if (j / "metrics.json").exists()
+            else "checkpointed" if list(j.glob("checkpoints/step=*.ckpt"))
+            else "started" if j.exists() else "never started"
+            for j in jobs
+        ]  # fmt: skip
+
+    deadline = time.monotonic() + 240
+    while process.poll() is None and time.monotonic() < deadline:
+        now = state()
+        if "completed" in now and "checkpointed" in now and "never started" in now:
+            break
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = state()
+    assert "completed" in before and "checkpointed" in before and "never started" in before
+    done = [j for j, s in zip(jobs, before) if s == "completed"]
+    done_stamp = {j: (j / "metrics.json").stat().st_mtime_ns for j in done}
+
+    finish = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finish.returncode == 0, finish.stderr[-3000:]
+    assert "not trained again" in finish.stdout
+    for job, was in zip(jobs, before):
+        expected = read_metrics(reference / job.name / "metrics.json")
+        result = read_metrics(job / "metrics.json")
+        assert _without(result, "wall_time_s", "steps_per_s") == _without(
+            expected, "wall_time_s", "steps_per_s"
+        ), job.name
+        if was == "completed":  # kept as it was, not trained again
+            assert (job / "metrics.json").stat().st_mtime_ns == done_stamp[job]
+            assert len(event_pids(job)) == 1
+        if was == "checkpointed":  # the killed process and the one that finished it
+            assert len(event_pids(job)) == 2
+
+    for name in ("report.csv", "report_runs.csv"):
+        with open(reference / name, newline="") as f:
+            expected = [_without(row, "wall_time_s") for row in csv.DictReader(f)]
+        with open(interrupted / name, newline="") as f:
+            finished = [_without(row, "wall_time_s") for row in csv.DictReader(f)]
+        assert finished == expected, name
+    assert "None: every job finished" in (interrupted / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_preempted_submitit_job_is_requeued_and_resumes(tmp_path):
+    """submitit's own signal (SIGUSR2) preempts the job: the launcher's checkpoint()
+    resubmits it, and the requeued job continues from the run folder's last checkpoint."""
+    long = ["trainer.max_steps=3000", "trainer.eval_every_n_steps=500"]
+    process = subprocess.Popen(
+        _sweep_command(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+                       "hydra.sweep.subdir=job", *long),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    run_dir = tmp_path / "job"
+    deadline = time.monotonic() + 240
+    while not (run_dir / "checkpoints" / "step=200.ckpt").exists() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    job_pid = int((run_dir / ".lock").read_text())
+    os.kill(job_pid, signal.SIGUSR2)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+
+    metrics = read_metrics(run_dir / "metrics.json")
+    assert metrics["status"] == "completed" and metrics["steps"] == 3000
+    pids = event_pids(run_dir)
+    assert job_pid in pids and len(pids) == 2  # the preempted process and the requeued one
+    logs = "".join(p.read_text() for p in tmp_path.glob(".submitit/*/*_log.*"))
+    assert "Requeued" in logs
+    # It resumed: the requeued process started after step 200, not at step 0.
+    assert (run_dir / "checkpoints" / "step=200.ckpt").stat().st_mtime < min(
+        p.stat().st_mtime for p in run_dir.glob(f"events.out.tfevents.*.{max(pids - {job_pid})}.*")
+    )
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[*SWEEP_TINY, *long])
+    from spiralmix.train import train
+
+    expected = train(cfg, tmp_path / "uninterrupted")[0]
+    for key in ("final", "best", "history", "steps"):
+        assert metrics[key] == expected[key], key
