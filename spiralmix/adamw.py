@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from spiralmix.compat import fused_adamw_kernel
+
 Stepper = Callable[[Sequence[torch.Tensor]], None]
 
 
@@ -46,6 +48,7 @@ def adamw_stepper(optimizer: torch.optim.Optimizer) -> Stepper:
 
         return step_with_optimizer
 
+    kernel = fused_adamw_kernel()
     exp_avgs = [s["exp_avg"] for s in state]
     exp_avg_sqs = [s["exp_avg_sq"] for s in state]
     steps = [s["step"] for s in state]
@@ -54,7 +57,7 @@ def adamw_stepper(optimizer: torch.optim.Optimizer) -> Stepper:
     def step_fused(grads: Sequence[torch.Tensor]) -> None:
         # What AdamW.step does for one device and dtype (torch.optim.adam._fused_adam).
         torch._foreach_add_(steps, 1)
-        torch._fused_adamw_(
+        kernel(
             params, list(grads), exp_avgs, exp_avg_sqs, [], steps,
             amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,
             weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,

@@ -255,10 +255,10 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
             trainer.fit(module, datamodule=datamodule, ckpt_path=plan.checkpoint, weights_only=True)
         except OSError as err:  # a full disk, a vanished folder: the run ends as failed
             return failures.results or failures.record(err)
-    if "step" not in module.last_eval:  # killed after its last checkpoint, before the end
+    if module.latest is None:  # killed after its last checkpoint, before the end
         # Evaluate again for boundary.pt (the same numbers), without logging them twice.
         history, trainer.loggers = list(module.history), []
-        module.evaluate()
+        module._evaluate_on_cpu()
         module.history = history
     wall = module.elapsed_s
     try:

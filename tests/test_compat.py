@@ -77,6 +77,22 @@ def test_tensorboard_file_writer_writes_one_event_with_several_tags(tmp_path):
     assert found == {"a": [(5, 1.0)], "b": [(5, 2.0)]}, installed("torch")
 
 
+def test_fused_adamw_kernel_steps_like_adamw_step():
+    try:
+        kernel = compat.fused_adamw_kernel()
+    except compat.LibraryChanged as err:
+        pytest.fail(str(err))
+    ours, theirs = torch.nn.Parameter(torch.ones(4)), torch.nn.Parameter(torch.ones(4))
+    optimizer = torch.optim.AdamW([theirs], lr=0.1, weight_decay=0.5, fused=True)
+    theirs.grad = torch.arange(4.0)
+    optimizer.step()
+    exp_avg, exp_avg_sq, step = torch.zeros(4), torch.zeros(4), torch.tensor(1.0)
+    kernel([ours], [torch.arange(4.0)], [exp_avg], [exp_avg_sq], [], [step], amsgrad=False,
+           lr=0.1, beta1=0.9, beta2=0.999, weight_decay=0.5, eps=1e-8, maximize=False,
+           grad_scale=None, found_inf=None)  # fmt: skip
+    assert torch.equal(ours.detach(), theirs.detach()), installed("torch")
+
+
 def test_hydra_basic_sweeper_expands_like_a_sweep():
     try:
         jobs = compat.plan_basic_sweep(["regularizer=none,mixup", "seed=1,2", "x=3"])
