@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -12,22 +11,6 @@ from spiralmix.datasets import spirals
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def assert_same_point_set(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> None:
-    """a and b (N, 2) hold the same points, in any order (a bijection within atol)."""
-    assert a.shape == b.shape
-    dist = torch.cdist(a.double(), b.double())  # (N, N)
-    nearest = dist.argmin(1)
-    assert dist.min(1).values.max() < atol
-    assert len(torch.unique(nearest)) == len(a), "several points matched the same point"
-
-
-def spiral_formula(m: int, n_cycles: float, start: float = 0.0) -> torch.Tensor:
-    """The spiral of SPEC.md, computed independently with NumPy in float64: (m, 2)."""
-    theta = np.linspace(0.0, 2 * np.pi * n_cycles, m) + start
-    r = np.linspace(0.2, 2.0, m)
-    return torch.from_numpy(np.stack([r * np.cos(theta), r * np.sin(theta)], 1))
 
 
 def row_index(rows: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
