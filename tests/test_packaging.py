@@ -76,7 +76,8 @@ def test_the_wheel_from_the_sdist_installs_and_runs_anywhere(tmp_path):
     assert "spiralmix/conf/hydra/launcher/slurm.yaml" in wheel_names
     entry_points = next(n for n in wheel_names if n.endswith("entry_points.txt"))
     with zipfile.ZipFile(wheel) as whl:
-        assert "spiralmix-report = spiralmix.report.__main__:main" in whl.read(entry_points).decode()
+        scripts = whl.read(entry_points).decode()
+    assert "spiralmix-report = spiralmix.report.__main__:main" in scripts
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
