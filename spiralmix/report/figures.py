@@ -94,7 +94,9 @@ def boundaries_figure(groups: Sequence[Group], problems: Sequence[Problem]) -> F
             ax.set_xlabel("")
             ax.set_ylabel("")
             ax.set_aspect("equal")
-        row[0].set_ylabel(group.name, fontsize=12, fontweight="bold")
+        # A facet (e.g. the data set) on its own line keeps the label within its row.
+        label = f"{group.facet}\n{group.regularizer}" if group.facet else group.name
+        row[0].set_ylabel(label, fontsize=11 if group.facet else 12, fontweight="bold")
     if mappable is not None:
         fig.colorbar(
             mappable,
