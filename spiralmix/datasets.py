@@ -49,6 +49,11 @@ def _sklearn_seed(generator: torch.Generator | None) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
 
 
+def _from_sklearn(X, y) -> Generated:
+    """scikit-learn's NumPy points and labels as float32 tensors."""
+    return torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+
+
 def spirals(
     n_samples: int = 1000,
     noise: float = 0.0,
@@ -89,7 +94,7 @@ def moons(
 
     _check(n_samples, noise)
     X, y = make_moons(n_samples, noise=noise or None, random_state=_sklearn_seed(generator))
-    return torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+    return _from_sklearn(X, y)
 
 
 def circles(
@@ -108,7 +113,7 @@ def circles(
     X, y = make_circles(
         n_samples, noise=noise or None, factor=factor, random_state=_sklearn_seed(generator)
     )
-    return torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+    return _from_sklearn(X, y)
 
 
 def checkerboard(

@@ -60,11 +60,6 @@ def build_module(members: list[DictConfig]) -> MixupClassifier:
     )
 
 
-# The data keys every data set has; the others (n_cycles, factor, ...) go to its generator.
-SPLIT_KEYS = ("_target_", "name", "n_classes", "n_samples", "noise", "center", "radius",
-              "test_fraction", "val_fraction", "batch_size")  # fmt: skip
-
-
 def build_datamodule(members: list[DictConfig]) -> SpiralDataModule:
     cfg = members[0]
     return SpiralDataModule(
@@ -72,7 +67,8 @@ def build_datamodule(members: list[DictConfig]) -> SpiralDataModule:
         n_samples=cfg.data.n_samples,
         noise=cfg.data.noise,
         dataset=cfg.data._target_,
-        options={k: v for k, v in cfg.data.items() if k not in SPLIT_KEYS and v is not None},
+        # datasets.generate passes on the keys its generator takes (n_cycles, factor, ...).
+        options=dict(cfg.data),
         n_classes=cfg.data.n_classes,
         test_fraction=cfg.data.test_fraction,
         val_fraction=cfg.data.val_fraction,
@@ -84,6 +80,13 @@ def build_datamodule(members: list[DictConfig]) -> SpiralDataModule:
 
 def _nan_to(value: float, replacement: float) -> float:
     return replacement if math.isnan(value) else value
+
+
+def member_history(history: list[dict], member: int) -> list[dict]:
+    """One member's evaluations from the ensemble's history (step, metric → (E,) lists)."""
+    return [
+        {"step": h["step"], **{k: v[member] for k, v in h.items() if k != "step"}} for h in history
+    ]
 
 
 def summarize(history: list[dict], member: int) -> dict:
@@ -121,6 +124,7 @@ def fit(plan: RunPlan, overrides: Sequence[str] = ()) -> list[dict]:
 
     ``overrides`` (the command line's) decide which config keys TensorBoard's HPARAMS tab
     shows first, after the regularizer.
+
     Members that ended before (``plan.finished``) are not trained again. Raises
     :class:`spiralmix.rundir.RunDirError` when another process writes into the run folder.
     """
@@ -290,10 +294,7 @@ def _write_failure(
             "seed": cfg.seed,
             "steps": module.global_step,
             "max_steps": cfg.trainer.max_steps,
-            "history": [
-                {"step": h["step"], **{k: v[e] for k, v in h.items() if k != "step"}}
-                for h in module.history
-            ],
+            "history": member_history(module.history, e),
             "config": resolved,
         }
         try:
@@ -327,10 +328,7 @@ def finish_member(
         "steps_per_s": steps / wall,
         "members_in_process": module.n_members,
         **summarize(module.history, e),
-        "history": [
-            {"step": h["step"], **{k: v[e] for k, v in h.items() if k != "step"}}
-            for h in module.history
-        ],
+        "history": member_history(module.history, e),
         "config": resolved,
     }
     if e in module.failures:
