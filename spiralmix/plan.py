@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from spiralmix.config import Config, ConfigError, flatten, validate
 from spiralmix.memory import check_memory
-from spiralmix.rundir import finished_metrics, readable_checkpoint
+from spiralmix.rundir import Checkpoint, finished_metrics, readable_checkpoint
 
 # What a regularizer preset may change between members of one process; everything else
 # (data, model size, learning rate, pairing, trainer, evaluation) is shared.
@@ -35,7 +35,7 @@ class RunPlan:
     members: list[DictConfig]  # one full config per member
     dirs: list[Path]  # where each member writes
     run_dir: Path
-    checkpoint: Path | None  # the checkpoint to resume from
+    checkpoint: Checkpoint | None  # the checkpoint to resume from
     finished: list[dict] | None = None  # the members' metrics when they ended before
     notes: list[str] = field(default_factory=list)  # checkpoints that could not be read
 
@@ -77,10 +77,7 @@ def plan_run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] = ()) ->
     if checkpoint is None:
         checkpoint, notes = readable_checkpoint(run_dir / "checkpoints")
         if checkpoint is not None:
-            import torch  # only when resuming: the command line checks its arguments first
-
-            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-            _check_same_run(members, saved.get("run_configs"), run_dir)
+            _check_same_run(members, checkpoint.run_configs, run_dir)
     return RunPlan(members, dirs, run_dir, checkpoint, None, notes)
 
 
@@ -137,7 +134,7 @@ def _check_shared(members: list[DictConfig]) -> None:
                 )  # fmt: skip
 
 
-def resolve_resume(cfg: DictConfig) -> tuple[DictConfig, list[str], Path, list[str]]:
+def resolve_resume(cfg: DictConfig) -> tuple[DictConfig, list[str], Checkpoint, list[str]]:
     """For ``resume=<run dir>``: that run's saved config, its overrides, the newest readable
     checkpoint and a line for each unreadable one skipped."""
     run_dir = Path(cfg.resume)

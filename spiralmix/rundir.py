@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -75,10 +76,20 @@ def checkpoint_step(path: Path) -> int:
     return int(re.fullmatch(r"step=(\d+)\.ckpt", path.name).group(1))
 
 
-def readable_checkpoint(checkpoint_dir: Path) -> tuple[Path | None, list[str]]:
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint that loaded, and what resuming needs from it besides Lightning's state."""
+
+    path: Path
+    step: int  # optimizer steps it holds (Lightning's global_step)
+    run_configs: list[dict] | None  # the members' configs; None in older checkpoints
+
+
+def readable_checkpoint(checkpoint_dir: Path) -> tuple[Checkpoint | None, list[str]]:
     """The checkpoint to resume from: ``last.ckpt`` if it loads, otherwise the newest
     ``step=<N>.ckpt`` that does. Returns it (None if there is none) and one line per
-    unreadable file tried, naming it and what came of it."""
+    unreadable file tried, naming it and what came of it. Each file is loaded once here;
+    what the plan and the loggers need from it comes with the result."""
     import torch  # here: the command line checks its arguments before the slow imports
 
     candidates = [checkpoint_dir / "last.ckpt"]
@@ -98,7 +109,7 @@ def readable_checkpoint(checkpoint_dir: Path) -> tuple[Path | None, list[str]]:
             broken.append(f"{path} cannot be read (truncated or corrupt: {reason})")
             continue
         notes = [f"{b}; resuming from {path} (step {step}) instead" for b in broken]
-        return path, notes
+        return Checkpoint(path, step, saved.get("run_configs")), notes
     if broken:
         notes = [f"{b}; no readable checkpoint left, starting over" for b in broken]
     return None, notes

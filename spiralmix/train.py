@@ -190,9 +190,9 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
     pl.seed_everything(cfg.seed, verbose=False)  # nothing should use the global RNG; be safe
     # On resume, TensorBoard drops the events that the interrupted process wrote after the
     # checkpoint (those of steps > the checkpoint's step), so each step is logged once.
-    purge_step = None
+    purge_step = resume_from = None
     if plan.checkpoint is not None:
-        purge_step = torch.load(plan.checkpoint, weights_only=True)["global_step"] + 1
+        purge_step, resume_from = plan.checkpoint.step + 1, plan.checkpoint.path
 
     datamodule = build_datamodule(members)
     module = build_module(members)
@@ -256,7 +256,7 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
         # The checkpoint after a chunk holds the state after its last step, as intended.
         warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=plan.checkpoint, weights_only=True)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         except OSError as err:  # a full disk, a vanished folder: the run ends as failed
             return failures.results or failures.record(err)
     if module.latest is None:  # killed after its last checkpoint, before the end
