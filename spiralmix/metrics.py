@@ -22,23 +22,37 @@ import torch
 import torch.nn.functional as F
 
 
-def binary_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy (negative log-likelihood) per member, in nats.
+def binary_nll_rows(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of each point (E, N), in nats; logits (E, N), y (E, N) labels or
+    soft targets in [0, 1]."""
+    return F.binary_cross_entropy_with_logits(logits, y, reduction="none")
 
-    logits (E, N); y (E, N) labels or soft targets in [0, 1]."""
-    return F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(-1)
+
+def binary_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy (negative log-likelihood) per member, in nats."""
+    return binary_nll_rows(logits, y).mean(-1)
+
+
+def soft_cross_entropy_rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy −Σ_k t_k log softmax(logits)_k of each point (E, N), in nats.
+
+    logits (E, N, K); targets (E, N, K) one-hot or mixed one-hot (rows on the simplex)."""
+    return -(targets * F.log_softmax(logits, -1)).sum(-1)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy −Σ_k t_k log softmax(logits)_k per member, in nats.
+    """Mean softmax cross-entropy per member, in nats."""
+    return soft_cross_entropy_rows(logits, targets).mean(-1)
 
-    logits (E, N, K); targets (E, N, K) one-hot or mixed one-hot (rows on the simplex)."""
-    return -(targets * F.log_softmax(logits, -1)).sum(-1).mean(-1)
+
+def training_loss_rows(n_classes: int):
+    """The loss of each point on (logits, targets) for K classes, (E, N): BCE on soft labels
+    for two classes, softmax cross-entropy on mixed one-hot targets for more."""
+    return binary_nll_rows if n_classes == 2 else soft_cross_entropy_rows
 
 
 def training_loss(n_classes: int):
-    """The loss on (logits, targets) for K classes: BCE on soft labels (E, N) for two,
-    softmax cross-entropy on mixed one-hot targets (E, N, K) for more."""
+    """:func:`training_loss_rows` averaged over each member's points, (E,)."""
     return binary_nll if n_classes == 2 else soft_cross_entropy
 
 

@@ -76,32 +76,37 @@ def sample_permutations(n: int, size: int, generator: torch.Generator) -> torch.
     return torch.rand(n, size, generator=generator).argsort(dim=1)
 
 
-def halves_mixing_matrices(
+def halves_mixing_weights(
     k: torch.Tensor, lam: torch.Tensor, n_layers: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixing as 2×2 matrices on the two halves of each member's batch, for every layer.
+    """Mixing of the two halves of each member's batch, for every layer, as two weights.
 
     k and lam: (..., E) each member's mixing layer (-1: it does not mix) and λ. Returns
-    ``layers`` (..., n_layers + 1, E, 2, 2), the matrix applied to layer j's state, and
-    ``targets`` (..., E, 2, 2), the one applied to the targets. A member mixing at layer k
-    gets [[λ, 1−λ], [λ, 1−λ]] there (both halves become the mixed rows, so the batch keeps
-    its 2·B rows and the loss its mean) and the identity at every other layer.
+    ``layers`` (..., n_layers + 1, E, 2, 1), the weights (a, b) that make layer j's new
+    first half a·first + b·second, and ``targets`` (..., E, 2, 1), those of the targets. A
+    member mixing at layer k gets (λ, 1−λ) there and (1, 0), which keeps its rows, at every
+    other layer; the second half is never changed (:func:`mix_halves`).
     """
-    eye = torch.eye(2, dtype=lam.dtype, device=lam.device)
-    row = torch.stack([lam, 1 - lam], -1)  # (..., E, 2)
-    mixing = row.unsqueeze(-2).expand(*row.shape[:-1], 2, 2)  # (..., E, 2, 2)
+    mixing = torch.stack([lam, 1 - lam], -1).unsqueeze(-1)  # (..., E, 2, 1)
+    keep = torch.tensor([[1.0], [0.0]], dtype=lam.dtype, device=lam.device)
     j = torch.arange(n_layers + 1, device=k.device).view(-1, 1)  # layers along axis -2
     at = (k.unsqueeze(-2) == j).unsqueeze(-1).unsqueeze(-1)  # (..., L+1, E, 1, 1)
-    layers = torch.where(at, mixing.unsqueeze(-4), eye)
-    targets = torch.where((k >= 0).unsqueeze(-1).unsqueeze(-1), mixing, eye)
+    layers = torch.where(at, mixing.unsqueeze(-4), keep)
+    targets = torch.where((k >= 0).unsqueeze(-1).unsqueeze(-1), mixing, keep)
     return layers, targets
 
 
-def mix_halves(t: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """Rows (E, 2·B, ...) of t recombined half by half: matrix (E, 2, 2) @ (first, second).
+def mix_halves(t: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Rows (E, 2·B, ...) of t with the first half replaced by a·first + b·second, weights
+    (E, 2, 1) holding each member's (a, b): all members at once, whatever layer each mixes
+    at; trailing axes (a hidden width, or the classes of one-hot targets) are carried along.
 
-    One batched product for all members, whatever layer each mixes at; trailing axes (a
-    hidden width, or the classes of one-hot targets) are carried along.
+    Two products and a sum, the arithmetic of :func:`mix` (a matrix product would round
+    differently): a member's mixed rows equal its separate run's to the bit, and (1, 0)
+    gives its rows back unchanged. A member that mixed carries its unmixed second half
+    along, unused (see ``MixupClassifier._loss_by_halves``).
     """
-    E = t.shape[0]
-    return torch.bmm(matrix, t.reshape(E, 2, -1)).view(t.shape)
+    halves = t.reshape(t.shape[0], 2, -1)
+    first, second = halves[:, :1], halves[:, 1:]
+    mixed = weights[:, :1] * first + weights[:, 1:] * second
+    return torch.cat([mixed, second], 1).view(t.shape)

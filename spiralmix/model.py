@@ -53,6 +53,33 @@ class MLP(nn.Module):
         return x if end is not None else self.classifier(x).squeeze(-1)
 
 
+class MemberByMemberAffine(torch.autograd.Function):
+    """``torch.baddbmm(b, x, w)`` for w of shape (E, fan_in, 1), one member at a time.
+
+    A one-column product is a matrix-vector product, which the BLAS sums in another order
+    for a batch of matrices than for a single one (as a one-member run computes it); each
+    member therefore gets its own call, so that its logits equal its separate run's to the
+    bit. The backward pass is batched: its products have more than one column, and the
+    same formulas as autograd's for ``baddbmm`` give every member its separate run's bits.
+    """
+
+    @staticmethod
+    def forward(ctx, b: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        out = x.new_empty(*x.shape[:-1], 1)
+        for b_e, x_e, w_e, out_e in zip(b.unbind(0), x.unbind(0), w.unbind(0), out.unbind(0)):
+            torch.addmm(b_e, x_e, w_e, out=out_e)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, w = ctx.saved_tensors
+        grad_b = grad.sum(1, keepdim=True) if ctx.needs_input_grad[0] else None
+        grad_x = grad.bmm(w.transpose(1, 2)) if ctx.needs_input_grad[1] else None
+        grad_w = x.transpose(1, 2).bmm(grad) if ctx.needs_input_grad[2] else None
+        return grad_b, grad_x, grad_w
+
+
 class MLPEnsemble(nn.Module):
     """E independent MLPs with stacked weights, evaluated with batched matrix products.
 
@@ -116,6 +143,8 @@ class MLPEnsemble(nn.Module):
         if end is not None:
             return x
         w, b = layers[-1]
+        if w.shape[-1] == 1 and self.n_members > 1:
+            return MemberByMemberAffine.apply(b, x, w).squeeze(-1)
         return torch.baddbmm(b, x, w).squeeze(-1)
 
     def member(self, e: int) -> MLP:

@@ -14,7 +14,7 @@ from spiralmix.adamw import adamw_stepper
 from spiralmix.compat import count_optimizer_steps, event_file_writer
 from spiralmix.evaluation import Evaluation, EvaluationListener, EvaluationSettings, evaluate
 from spiralmix.mixup import (
-    halves_mixing_matrices,
+    halves_mixing_weights,
     mix,
     mix_halves,
     sample_lambda,
@@ -88,6 +88,7 @@ class MixupClassifier(pl.LightningModule):
             [stream(s, "init") for s in self.seeds], n_features, hidden_dims, self.p, n_classes
         )
         self.loss_function = metrics.training_loss(n_classes)
+        self.loss_rows = metrics.training_loss_rows(n_classes)
         # mixup_layers: None (all layers for everyone), one [k_min, k_max], or one per member.
         if mixup_layers is None or isinstance(mixup_layers[0], int):
             mixup_layers = [mixup_layers] * n
@@ -137,14 +138,14 @@ class MixupClassifier(pl.LightningModule):
         the chunk's draws (n_steps, E, ...); returns the losses (n_steps, E).
 
         Everything per member and per step that does not depend on the weights (mixing
-        matrices, dropout masks of mixed rows) is prepared here once for the whole chunk, so a
-        step is a fixed sequence of batched kernels over all members.
+        weights) is prepared here once for the whole chunk, so a step is a fixed sequence of
+        batched kernels over all members.
         """
         params = list(self.parameters())
         decay = self._decay_factors()
         if decay is not None:
             decay = [decay.to(x.device)] * len(params)
-        step = adamw_stepper(optimizer)
+        step = adamw_stepper(optimizer, self.n_members)
         prepared = self._prepare(draws, x.device)
         per_step = [dict(zip(prepared, values)) for values in zip(*prepared.values())]
         losses = torch.empty(len(x), self.n_members, device=x.device)
@@ -157,8 +158,6 @@ class MixupClassifier(pl.LightningModule):
                     torch._foreach_mul_(params, decay)
             step(grads)
             losses[s] = loss.detach()
-            if s == 0:  # the first step ever creates the optimizer's state: use its kernel now
-                step = adamw_stepper(optimizer)
         return losses
 
     def _record_failures(self, first_step: int, losses: torch.Tensor) -> None:
@@ -214,8 +213,8 @@ class MixupClassifier(pl.LightningModule):
         return {k: torch.stack(v, 1)[:n_steps].to(self.device) for k, v in draws.items()}
 
     @property
-    def _mixes_by_matrices(self) -> bool:
-        """Whether mixing runs as 2×2 matrices on batch halves (:meth:`_loss_by_matrices`).
+    def _mixes_by_halves(self) -> bool:
+        """Whether mixing runs on the batch halves of all members at once (:meth:`_loss_by_halves`).
 
         Used for ensembles; one run keeps the reference's operations, bit for bit.
         """
@@ -232,42 +231,44 @@ class MixupClassifier(pl.LightningModule):
     ) -> dict[str, torch.Tensor]:
         """The draws (..., E, ...) as the step's inputs, moved to ``device``.
 
-        For matrix mixing, k and λ become the mixing matrices of every layer and of the
-        targets, and a member's dropout masks after its mixing layer repeat the first half's
-        rows on the second (both halves then hold the same mixed rows, as in its own run).
+        For mixing by halves, k and λ become the mixing weights of every layer and of the
+        targets, and ``mixes`` whether each member mixes in the step.
         """
         draws = {key: value.to(device) for key, value in draws.items()}
-        if not (self._mixes_by_matrices and "k" in draws):
+        if not (self._mixes_by_halves and "k" in draws):
             return draws
         k, lam = draws.pop("k"), draws.pop("lam")
-        draws["mix"], draws["mix_targets"] = halves_mixing_matrices(k, lam, self.net.n_hidden)
-        for j in range(self.net.n_hidden):
-            if f"mask{j}" not in draws:
-                break
-            mask = draws[f"mask{j}"]  # (..., E, 2B, width): applied after hidden layer j
-            B = mask.shape[-2] // 2
-            mixed = ((k >= 0) & (k <= j)).unsqueeze(-1).unsqueeze(-1)
-            first = mask[..., :B, :]
-            draws[f"mask{j}"] = torch.where(mixed, torch.cat([first, first], -2), mask)
+        draws["mix"], draws["mix_targets"] = halves_mixing_weights(k, lam, self.net.n_hidden)
+        draws["mixes"] = k >= 0
         return draws
 
-    def _loss_by_matrices(
+    def _loss_by_halves(
         self, x: torch.Tensor, y: torch.Tensor, draw: dict[str, torch.Tensor]
     ) -> torch.Tensor:
         """Per-member loss (E,) for x (E, 2B, 2) and y (E, 2B) or (E, 2B, K), with prepared draws.
 
-        Every layer runs once for all members on all 2B rows; each layer's state is then
-        multiplied by its (E, 2, 2) mixing matrices, the identity for members that do not
-        mix there. Members mixing at different layers thus cost no extra passes.
+        Every layer runs once for all members on all 2B rows; after each layer the first
+        half of every member's rows is replaced by its mix with the second half, or kept
+        (weights (1, 0)) for members that do not mix there. Members mixing at different
+        layers thus cost no extra passes.
+
+        A member that mixes has its B mixed rows in the first half from its mixing layer on
+        and its loss is their mean: the very rows, operations and mean of its separate run
+        (which goes on with the B mixed rows alone). The second half it carries along gets
+        no gradient, so every number of the member is its separate run's, to the bit.
         """
         n_hidden = self.net.n_hidden
         masks = [draw[f"mask{j}"] for j in range(n_hidden)] if "mask0" in draw else None
-        mixing = draw["mix"].unbind(0)  # per layer (E, 2, 2)
+        mixing = draw["mix"].unbind(0)  # per layer (E, 2, 1)
         h = mix_halves(x, mixing[0])
         for j in range(n_hidden):
             h = mix_halves(self.net(h, j, j + 1, masks), mixing[j + 1])
         targets = mix_halves(y, draw["mix_targets"])  # (E, 2B) or (E, 2B, K) soft labels
-        return self.loss_function(self.net(h, n_hidden), targets)
+        rows = self.loss_rows(self.net(h, n_hidden), targets)  # (E, 2B)
+        mixed_rows = rows[:, : rows.shape[1] // 2].mean(-1)
+        if all(self.mixup_enabled):
+            return mixed_rows
+        return torch.where(draw["mixes"], mixed_rows, rows.mean(-1))
 
     def _loss(
         self, x: torch.Tensor, y: torch.Tensor, draw: dict[str, torch.Tensor]
@@ -276,23 +277,23 @@ class MixupClassifier(pl.LightningModule):
 
         ``draw`` holds the step's draws (E, ...), raw or already prepared (:meth:`_prepare`).
         """
-        if self._mixes_by_matrices and "k" in draw:
+        if self._mixes_by_halves and "k" in draw:
             draw = self._prepare(draw, x.device)
         if "mix" in draw:
-            return self._loss_by_matrices(x, y, draw)
+            return self._loss_by_halves(x, y, draw)
         n_hidden = self.net.n_hidden
         masks = [draw[f"mask{j}"] for j in range(n_hidden)] if "mask0" in draw else None
         if "k" not in draw:
             return self.loss_function(self.net(x, dropout_masks=masks), y)
+        # One run, the permute pairing (a member's partners are a permutation of its own rows,
+        # so shapes never change), or every member mixing at one layer (the halves pairing then
+        # goes on with the B mixed rows for all); other ensembles take _loss_by_halves.
         k, lam = draw["k"], draw["lam"]  # (E,), (E,); k = -1: this member does not mix
         ks = k.tolist()
         per_target = (-1,) + (1,) * (y.ndim - 1)  # broadcast over points (and classes)
-        mixes = (k >= 0).view(per_target)
         targets = mix(*self._pairs(y, draw), lam.view(per_target))  # (E, B) or (E, B, K)
-        if not all(mixes.flatten().tolist()):  # members without mixup keep their own targets
-            if targets.shape[1] != y.shape[1]:
-                targets = torch.cat([targets, targets], 1)
-            targets = torch.where(mixes, targets, y)
+        if min(ks) < 0:  # members without mixup keep their own targets
+            targets = torch.where((k >= 0).view(per_target), targets, y)
         h = x
         for j in range(n_hidden + 1):
             if j > 0:
@@ -300,17 +301,8 @@ class MixupClassifier(pl.LightningModule):
             if j not in ks:
                 continue
             mixed = mix(*self._pairs(h, draw), lam.view(-1, 1, 1))  # (E, B, width)
-            if ks.count(j) == len(ks):  # every member mixes here (always so for one run)
-                h = mixed
-            else:
-                # Members that mix elsewhere, or not at all, keep their rows; with the halves
-                # pairing the mixed rows are repeated so that shapes agree.
-                if h.shape[1] != mixed.shape[1]:
-                    mixed = torch.cat([mixed, mixed], 1)
-                h = torch.where((k == j).view(-1, 1, 1), mixed, h)
-                if j < max(ks) or min(ks) < 0:
-                    continue
-                h = h[:, : targets.shape[1]]  # all have mixed: the repeated rows can go
+            # Members that mix elsewhere, or not at all, keep their rows (one run always mixes).
+            h = mixed if ks.count(j) == len(ks) else torch.where((k == j).view(-1, 1, 1), mixed, h)
             if masks is not None:
                 masks = [m[:, : h.shape[1]] for m in masks]
         return self.loss_function(self.net(h, n_hidden), targets)
@@ -422,8 +414,9 @@ class MixupClassifier(pl.LightningModule):
         (then applied by hand before each step), None when AdamW does it for all."""
         if len(set(self.weight_decay)) == 1:
             return None
-        rates = torch.tensor(self.weight_decay, dtype=torch.float32, device=self.device)
-        return (1 - self.hparams.lr * rates).view(-1, 1, 1)
+        # In double precision and then rounded, as the fused AdamW kernel computes its factor.
+        factors = [1 - self.hparams.lr * rate for rate in self.weight_decay]
+        return torch.tensor(factors, dtype=torch.float32, device=self.device).view(-1, 1, 1)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         shared = self.weight_decay[0] if self._decay_factors() is None else 0.0
