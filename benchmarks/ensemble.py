@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from pytorch_lightning.loggers import TensorBoardLogger
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from spiralmix.config import register  # noqa: E402
+from spiralmix.events import RunLogger  # noqa: E402
 from spiralmix.train import build_datamodule, build_module  # noqa: E402
 
 
@@ -83,10 +83,7 @@ def measure(regularizer: str, n_members: int, steps: int, overrides: list[str]) 
 
     # Per-step scalars go to real event files, one per member, as in a run.
     log_dir = Path(tempfile.mkdtemp(prefix="spiralmix-ensemble-"))
-    loggers = [
-        TensorBoardLogger(log_dir / str(e), name="", version="", max_queue=10_000)
-        for e in range(n_members)
-    ]
+    loggers = [RunLogger(log_dir / str(e), name="", version="") for e in range(n_members)]
 
     def chunk(index: int) -> None:
         batch = datamodule.chunk(index)
@@ -100,7 +97,7 @@ def measure(regularizer: str, n_members: int, steps: int, overrides: list[str]) 
         chunk(index)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     for logger in loggers:
-        logger.experiment.close()
+        logger.finalize("success")
     shutil.rmtree(log_dir)
     measured = n_chunks * S
     hp = module.hparams

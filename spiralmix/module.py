@@ -7,11 +7,10 @@ from collections.abc import Sequence
 
 import pytorch_lightning as pl
 import torch
-from tensorboard.compat.proto.summary_pb2 import Summary
 
 from spiralmix import metrics
 from spiralmix.adamw import adamw_stepper
-from spiralmix.compat import count_optimizer_steps, event_file_writer
+from spiralmix.compat import count_optimizer_steps
 from spiralmix.evaluation import Evaluation, EvaluationListener, EvaluationSettings, evaluate
 from spiralmix.mixup import (
     halves_mixing_weights,
@@ -389,25 +388,22 @@ class MixupClassifier(pl.LightningModule):
     def _log_steps(
         self, first_step: int, losses: torch.Tensor, draws: dict, loggers: Sequence = ()
     ) -> None:
-        """Per-step scalars, one TensorBoard event per step for all tags (cheaper than one each).
+        """Per-step scalars, one TensorBoard event per step for all tags, a chunk at a time.
 
-        To the module's loggers, or to ``loggers`` (one per member) when given.
+        To the module's loggers (:class:`spiralmix.events.RunLogger`), or to ``loggers`` (one
+        per member) when given.
         """
         every = self.hparams.log_every_n_steps
         columns = {"train/loss": losses}
         if "k" in draws:
             columns.update({"mixup/k": draws["k"], "mixup/lambda": draws["lam"]})
         rows = range(-(first_step + 1) % every, len(losses), every)
+        # Step g is the g-th optimizer step; evaluations at g see its result.
+        steps = [first_step + s + 1 for s in rows]
         for e, logger in enumerate(loggers or self.loggers):
             tags = columns if self.mixup_enabled[e] else {"train/loss": losses}
-            values = {tag: column[:, e].tolist() for tag, column in tags.items()}
-            file_writer = event_file_writer(logger.experiment)
-            for s in rows:
-                summary = Summary(
-                    value=[Summary.Value(tag=tag, simple_value=v[s]) for tag, v in values.items()]
-                )
-                # Step g is the g-th optimizer step; evaluations at g see its result.
-                file_writer.add_summary(summary, first_step + s + 1)
+            values = {tag: column[rows.start :: every, e].tolist() for tag, column in tags.items()}
+            logger.step_scalars.write(steps, values)
 
     def _decay_factors(self) -> torch.Tensor | None:
         """(E, 1, 1) factors 1 − lr·weight_decay when members decay at different rates

@@ -13,7 +13,6 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from spiralmix.atomic import write_json_atomic, write_torch_atomic
@@ -21,6 +20,7 @@ from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
 from spiralmix.config import flatten
 from spiralmix.data import SpiralDataModule
 from spiralmix.evaluation import Evaluation
+from spiralmix.events import RunLogger
 from spiralmix.module import MixupClassifier
 from spiralmix.plan import RunPlan, plan_run
 from spiralmix.rundir import lock, unlock
@@ -197,15 +197,7 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
     datamodule = build_datamodule(members)
     module = build_module(members)
     loggers = [
-        # A deep queue lets a chunk's per-step events go out without waiting on the writer thread.
-        EventsOnlyLogger(
-            save_dir=d,
-            name="",
-            version="",
-            default_hp_metric=False,
-            max_queue=10_000,
-            purge_step=purge_step,
-        )  # fmt: skip
+        RunLogger(save_dir=d, name="", version="", default_hp_metric=False, purge_step=purge_step)
         for d in plan.dirs
     ]
     member_configs = [OmegaConf.to_container(m, resolve=True) for m in members]
@@ -400,11 +392,3 @@ def overridden_keys(overrides: Sequence[str]) -> list[str]:
                "seeds": "seed"}  # fmt: skip
     keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
     return [renamed.get(k, k) for k in keys if not k.startswith("hydra.")]
-
-
-class EventsOnlyLogger(TensorBoardLogger):
-    """TensorBoard events without Lightning's ``hparams.yaml`` (it would be empty: the
-    run's config is in ``.hydra/config.yaml``, ``metrics.json`` and the HPARAMS tab)."""
-
-    def save(self) -> None:
-        self.experiment.flush()
