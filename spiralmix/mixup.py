@@ -106,7 +106,7 @@ def mix_halves(t: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     gives its rows back unchanged. A member that mixed carries its unmixed second half
     along, unused (see ``MixupClassifier._loss_by_halves``).
     """
-    halves = t.reshape(t.shape[0], 2, -1)
-    first, second = halves[:, :1], halves[:, 1:]
-    mixed = weights[:, :1] * first + weights[:, 1:] * second
-    return torch.cat([mixed, second], 1).view(t.shape)
+    # unbind and stack: their gradients are views and one stack (slices' would be zero-filled)
+    first, second = t.reshape(t.shape[0], 2, -1).unbind(1)
+    mixed = weights[:, 0] * first + weights[:, 1] * second
+    return torch.stack([mixed, second], 1).view(t.shape)
