@@ -98,6 +98,7 @@ class MixupClassifier(pl.LightningModule):
         self.failures: dict[int, int] = {}  # member → step whose training loss was not finite
         self.train_time_s = 0.0  # fit time of earlier (resumed-from) processes
         self.latest: Evaluation | None = None  # the latest evaluation
+        self._masks: list[torch.Tensor] | None = None  # see _mask_buffers
 
     @property
     def n_members(self) -> int:
@@ -176,13 +177,14 @@ class MixupClassifier(pl.LightningModule):
         """Each member's random numbers for the chunk's steps, from that member's streams.
 
         Returns tensors (n_steps, E, ...): ``k`` (-1 for members without mixup), ``lam``,
-        ``b`` (partners, permute pairing) and ``mask{j}`` (dropout masks, 1 where p = 0).
+        ``b`` (partners, permute pairing) and ``mask{j}`` (dropout masks, 1 where p = 0;
+        views of buffers that the next call refills, see :meth:`_mask_buffers`).
         """
         hp = self.hparams
         draws: dict[str, list[torch.Tensor]] = {}
         n = 2 * hp.batch_size if hp.pairing == "halves" else hp.batch_size
         S = hp.steps_per_call  # always draw the whole chunk: the stream must not depend on n_steps
-        any_mixup, any_dropout = any(self.mixup_enabled), any(p > 0 for p in self.p)
+        any_mixup = any(self.mixup_enabled)
         for e, seed in enumerate(self.seeds):
             if any_mixup:
                 k = torch.full((S,), -1)
@@ -198,18 +200,30 @@ class MixupClassifier(pl.LightningModule):
                 draws.setdefault("lam", []).append(lam)
                 if hp.pairing == "permute":
                     draws.setdefault("b", []).append(partners)
-            if any_dropout:
-                p = self.p[e]
-                gen = stream(seed, "dropout", chunk) if p > 0 else None
+            if self.p[e] > 0:
+                p, gen = self.p[e], stream(seed, "dropout", chunk)
                 for j, width in enumerate(hp.hidden_dims):
-                    if p > 0:
-                        mask = (torch.rand(S, n, width, generator=gen) >= p).float() / (1 - p)
-                    else:
-                        mask = torch.ones(S, n, width)
-                    draws.setdefault(f"mask{j}", []).append(mask)
+                    mask = (torch.rand(S, n, width, generator=gen) >= p).float() / (1 - p)
+                    self._mask_buffers(S, n)[j][:, e] = mask
         # Stack members on axis 1 and keep the first n_steps: (n_steps, E, ...); drawn on the
         # CPU (the same numbers on every device), moved to the module's device once per chunk.
-        return {k: torch.stack(v, 1)[:n_steps].to(self.device) for k, v in draws.items()}
+        out = {k: torch.stack(v, 1)[:n_steps].to(self.device) for k, v in draws.items()}
+        if any(p > 0 for p in self.p):
+            for j, mask in enumerate(self._mask_buffers(S, n)):
+                out[f"mask{j}"] = mask[:n_steps].to(self.device)
+        return out
+
+    def _mask_buffers(self, n_steps: int, n_rows: int) -> list[torch.Tensor]:
+        """Per hidden layer, the chunk's dropout masks of all members (S, E, n_rows, width).
+
+        Kept from chunk to chunk: members without dropout keep their ones, members with
+        dropout get new masks each chunk (so one chunk's masks are gone at the next ``_draw``).
+        Filling the ones and stacking them anew each chunk cost more than a training step.
+        """
+        shape = (n_steps, self.n_members, n_rows)
+        if self._masks is None or self._masks[0].shape[:3] != shape:
+            self._masks = [torch.ones(*shape, width) for width in self.hparams.hidden_dims]
+        return self._masks
 
     @property
     def _mixes_by_halves(self) -> bool:
