@@ -54,12 +54,14 @@ class BoundaryImages(pl.Callback, EvaluationListener):
         step = evaluation.step
         dm = trainer.datamodule
         if not self._panels:
+            # Every member's reliability diagram has the same axes: one figure draws them all.
+            reliability = plots.ReliabilityPanel(evaluation.reliability["edges"])
             self._panels = [
-                self._make_panels(evaluation, dm, pl_module.hparams.hidden_dims, e)
+                self._make_panels(evaluation, dm, pl_module.hparams.hidden_dims, e, reliability)
                 for e in range(len(self.labels))
             ]
         for e, (logger, seed) in enumerate(zip(trainer.loggers, pl_module.seeds)):
-            writer, panels = logger.experiment, self._panels[e]
+            panels = self._panels[e]
             title = f"{self.labels[e]} · seed {seed} · step {step:,}"
             grid_p = evaluation.grid_p[e]
             images = {
@@ -79,10 +81,11 @@ class BoundaryImages(pl.Callback, EvaluationListener):
                     evaluation.hidden_codes[e],
                     title,
                 )
-            for tag, image in images.items():
-                writer.add_image(tag, image, step, dataformats="HWC")
+            logger.events.write_images(step, images)
 
-    def _make_panels(self, evaluation: Evaluation, dm, hidden_dims, e: int) -> dict:
+    def _make_panels(
+        self, evaluation: Evaluation, dm, hidden_dims, e: int, reliability: plots.ReliabilityPanel
+    ) -> dict:
         grid, K = evaluation.grid[e], self.n_classes
         X, y = dm.train_X[e], dm.train_y[e]
         if K == 2:
@@ -97,7 +100,7 @@ class BoundaryImages(pl.Callback, EvaluationListener):
             }
         panels = {
             **boundary,
-            "reliability": plots.ReliabilityPanel(evaluation.reliability["edges"]),
+            "reliability": reliability,
             "spectrum": plots.SpectrumPanel([dm.train_X.shape[-1], *hidden_dims], K),
         }
         if evaluation.hidden_codes is not None:  # the last hidden layer has 2 units

@@ -203,8 +203,9 @@ class MixupClassifier(pl.LightningModule):
             if self.p[e] > 0:
                 p, gen = self.p[e], stream(seed, "dropout", chunk)
                 for j, width in enumerate(hp.hidden_dims):
-                    mask = (torch.rand(S, n, width, generator=gen) >= p).float() / (1 - p)
-                    self._mask_buffers(S, n)[j][:, e] = mask
+                    # (rand >= p) / (1 - p), written into the buffer without temporaries
+                    mask = torch.rand(S, n, width, generator=gen).ge_(p)
+                    torch.div(mask, 1 - p, out=self._mask_buffers(S, n)[j][:, e])
         # Stack members on axis 1 and keep the first n_steps: (n_steps, E, ...); drawn on the
         # CPU (the same numbers on every device), moved to the module's device once per chunk.
         out = {k: torch.stack(v, 1)[:n_steps].to(self.device) for k, v in draws.items()}
@@ -354,10 +355,10 @@ class MixupClassifier(pl.LightningModule):
         self.train(was_training)
 
         step = self.global_step
+        columns = {name: value.tolist() for name, value in record.metrics.items()}
         for e, logger in enumerate(self.loggers):
-            for name, value in record.metrics.items():
-                logger.experiment.add_scalar(name, value[e].item(), step)
-        self.history.append({"step": step, **{k: v.tolist() for k, v in record.metrics.items()}})
+            logger.events.write_scalars([step], {name: [v[e]] for name, v in columns.items()})
+        self.history.append({"step": step, **columns})
         self.latest = record
         for callback in self.trainer.callbacks:
             if isinstance(callback, EvaluationListener):
@@ -417,7 +418,7 @@ class MixupClassifier(pl.LightningModule):
         for e, logger in enumerate(loggers or self.loggers):
             tags = columns if self.mixup_enabled[e] else {"train/loss": losses}
             values = {tag: column[rows.start :: every, e].tolist() for tag, column in tags.items()}
-            logger.step_scalars.write(steps, values)
+            logger.events.write_scalars(steps, values)
 
     def _decay_factors(self) -> torch.Tensor | None:
         """(E, 1, 1) factors 1 − lr·weight_decay when members decay at different rates

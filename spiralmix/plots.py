@@ -291,7 +291,10 @@ def spectrum_axes(ax, layer: int) -> None:
 
 
 class SpectrumPanel(_LiveFigure):
-    """One panel per layer: log10 singular values of each class's centred representation."""
+    """One panel per layer: log10 singular values of each class's centred representation.
+
+    The y-axis spans whole decades and only widens from one render to the next.
+    """
 
     def __init__(self, widths: Sequence[int], n_classes: int = 2) -> None:
         super().__init__(Figure(figsize=(2.4 * len(widths), 2.8), dpi=90))
@@ -309,6 +312,7 @@ class SpectrumPanel(_LiveFigure):
         self.title = self.fig.suptitle("", fontsize=10)
         self.fig.subplots_adjust(left=0.07, right=0.99, bottom=0.17, top=0.8, wspace=0.08)
         self.dynamic = [*(line for lines in self.lines for line in lines), self.title]
+        self.limits: tuple[int, int] | None = None  # y-axis limits in decades
 
     def render(self, spectra: Sequence[torch.Tensor], title: str) -> np.ndarray:
         logs = [sv.clamp_min(1e-8).log10().nan_to_num(-8.0) for sv in spectra]
@@ -316,11 +320,14 @@ class SpectrumPanel(_LiveFigure):
             for line, row in zip(lines, values):
                 # A class with fewer points than the layer is wide has fewer singular values.
                 line.set_data(np.arange(1, len(row) + 1), row.numpy())
-        # Whole decades as limits, so the static part is redrawn only when they change.
-        limits = (math.floor(min(float(v.min()) for v in logs)),
-                  math.ceil(max(float(v.max()) for v in logs)))  # fmt: skip
-        if limits != self.axes[0].get_ylim():
-            self.axes[0].set_ylim(*limits)
+        # Whole decades as limits that only widen: the static part is redrawn rarely, and
+        # one run's figures keep their scale from step to step once it has settled.
+        low = math.floor(min(float(v.min()) for v in logs))
+        high = math.ceil(max(float(v.max()) for v in logs))
+        if self.limits is None or low < self.limits[0] or high > self.limits[1]:
+            self.limits = (low, high) if self.limits is None else (
+                min(low, self.limits[0]), max(high, self.limits[1]))  # fmt: skip
+            self.axes[0].set_ylim(*self.limits)
             self._background = None
         self.title.set_text(title)
         return self._pixels()

@@ -1,17 +1,28 @@
-"""spiralmix.events: per-step scalars as TensorBoard writes and reads them."""
+"""spiralmix.events: scalars and figures as TensorBoard writes and reads them."""
 
 from __future__ import annotations
 
+import io
 import math
 
+import numpy as np
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tb_crc
 from tensorboard.summary.writer.record_writer import RecordWriter
+from torch.utils.tensorboard.summary import image as tb_image
 
-from spiralmix.events import RunLogger, encode_scalar_events, frame_records, masked_crc32c
+from spiralmix.events import (
+    RunLogger,
+    encode_image_event,
+    encode_png,
+    encode_scalar_events,
+    frame_records,
+    masked_crc32c,
+)
 
 
 def test_checksums_equal_tensorboards_for_blobs_of_any_length():
@@ -20,6 +31,12 @@ def test_checksums_equal_tensorboards_for_blobs_of_any_length():
     blobs = [bytes(torch.randint(0, 256, (n,), generator=gen).tolist()) for n in lengths]
     assert masked_crc32c(blobs).tolist() == [tb_crc(b) for b in blobs]
     assert masked_crc32c([b"123456789"]).tolist() == [tb_crc(b"123456789")]
+    # Long blobs (figures) span many 64-byte lanes, combined in a tree of shifts.
+    lengths = [63, 64, 65, 128, 129, 1000, 4097, 65536, 200_001]
+    blobs = [bytes(torch.randint(0, 256, (n,), generator=gen).tolist()) for n in lengths]
+    assert masked_crc32c(blobs).tolist() == [tb_crc(b) for b in blobs]
+    assert masked_crc32c(blobs[:1] + [b""] + blobs[-1:]).tolist() == [
+        tb_crc(blobs[0]), tb_crc(b""), tb_crc(blobs[-1])]  # fmt: skip
 
 
 def test_framing_equals_tensorboards_record_writer(tmp_path):
@@ -44,6 +61,36 @@ def test_encoded_events_parse_to_the_events_protobuf_would_make():
         assert event == Event(wall_time=1234.5, step=steps[i], summary=Summary(value=values))
 
 
+def _figure_like(height: int = 60, width: int = 80) -> np.ndarray:
+    """Flat colours with a few noisy rows, as an RGB (H, W, 3) uint8 image."""
+    gen = torch.Generator().manual_seed(1)
+    image = torch.zeros(height, width, 3, dtype=torch.uint8)
+    image[:, : width // 2] = torch.tensor([33, 102, 172], dtype=torch.uint8)
+    image[height // 3 : height // 2] = torch.randint(0, 256, (height // 2 - height // 3, width, 3),
+                                                     generator=gen, dtype=torch.uint8)  # fmt: skip
+    return image.numpy()
+
+
+def test_png_decodes_to_the_same_pixels_as_tensorboards_encoding():
+    image = _figure_like()
+    ours = np.asarray(Image.open(io.BytesIO(encode_png(image))))
+    theirs = tb_image("x", image, dataformats="HWC").value[0].image
+    assert ours.dtype == np.uint8 and np.array_equal(ours, image)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(theirs.encoded_image_string))), ours)
+    event = Event.FromString(encode_image_event(5.0, 7, "x", image))
+    ours_meta = event.summary.value[0].image
+    assert (event.step, event.summary.value[0].tag) == (7, "x")
+    assert (ours_meta.height, ours_meta.width, ours_meta.colorspace) == (
+        theirs.height, theirs.width, theirs.colorspace)  # fmt: skip
+    for bad in (image.astype(np.float32), image[..., 0], image[..., :2]):
+        try:
+            encode_png(bad)
+        except ValueError as error:
+            assert "(H, W, 3) uint8" in str(error)
+        else:
+            raise AssertionError(f"{bad.dtype} {bad.shape} was encoded")
+
+
 def test_run_logger_writes_per_step_scalars_that_tensorboard_reads(tmp_path):
     logger = RunLogger(save_dir=tmp_path, name="", version="")
     logger.experiment.add_scalar("test/acc", 0.5, 0)
@@ -51,13 +98,17 @@ def test_run_logger_writes_per_step_scalars_that_tensorboard_reads(tmp_path):
     for chunk in range(2):  # two chunks of 250 steps, k and λ beside the loss
         rows = range(250 * chunk, 250 * (chunk + 1))
         columns = {"train/loss": [losses[s] for s in rows], "mixup/k": [float(s % 4) for s in rows]}
-        logger.step_scalars.write([s + 1 for s in rows], columns)
+        logger.events.write_scalars([s + 1 for s in rows], columns)
+    logger.events.write_images(500, {"boundary/probability": _figure_like()})
     logger.finalize("success")
-    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     loss = events.Scalars("train/loss")
     assert [e.step for e in loss] == list(range(1, 501))
     assert [e.value for e in loss] == [torch.tensor(v).item() for v in losses]  # float32
     assert [e.value for e in events.Scalars("mixup/k")][:5] == [0.0, 1.0, 2.0, 3.0, 0.0]
     assert [e.step for e in events.Scalars("test/acc")] == [0]
+    (figure,) = events.Images("boundary/probability")
+    decoded = np.asarray(Image.open(io.BytesIO(figure.encoded_image_string)))
+    assert figure.step == 500 and np.array_equal(decoded, _figure_like())
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2  # Lightning's, and ours
