@@ -164,11 +164,13 @@ def encode_png(image: np.ndarray) -> bytes:
     rows[:, 1:] = image.reshape(height, -1)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        checksum = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", checksum)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    return b"".join((b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header),
-                     chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)), chunk(b"IEND", b"")))  # fmt: skip
+    pixels = zlib.compress(rows.tobytes(), 1)
+    return b"".join((b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header), chunk(b"IDAT", pixels),
+                     chunk(b"IEND", b"")))  # fmt: skip
 
 
 def encode_image_event(wall_time: float, step: int, tag: str, image: np.ndarray) -> bytes:
