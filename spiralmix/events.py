@@ -88,9 +88,10 @@ def masked_crc32c(blobs: Sequence[bytes]) -> np.ndarray:
     for j in range(int(after.max(initial=0)).bit_length()):
         moved = _shift(crc, _SHIFTS[j + width.bit_length() - 1])
         crc = np.where((after >> j) & 1, moved, crc)
-    raw = np.zeros(len(blobs), dtype=np.uint32)
+    raw = np.zeros(len(blobs), dtype=np.uint32)  # an empty blob has no lanes: 0
     has = lanes > 0
-    raw[has] = np.bitwise_xor.reduceat(crc, first[has]) if has.any() else raw[has]
+    if has.any():
+        raw[has] = np.bitwise_xor.reduceat(crc, first[has])
     start = np.full(len(blobs), 0xFFFFFFFF, dtype=np.uint32)  # the initial register...
     for j in range(longest.bit_length()):  # ...moved over the whole blob
         start = np.where((lengths >> j) & 1, _shift(start, _SHIFTS[j]), start)

@@ -1,7 +1,7 @@
 """A run's numbers do not depend on its neighbours: every member of an ensemble equals the
 same seed and settings trained alone, bit for bit (same machine, same torch build) — its
-metrics.json (final, best and the whole history), its TensorBoard scalars and its
-checkpoints' weights and optimizer moments."""
+metrics.json (final, best and the whole history), its TensorBoard scalars and figures and
+its checkpoints' weights and optimizer moments."""
 
 from __future__ import annotations
 
@@ -22,12 +22,16 @@ def _train(tmp_path: Path, name: str, overrides: list[str]) -> list[dict]:
         return train(compose("config", overrides=overrides), tmp_path / name, overrides)
 
 
-def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+def _events(run_dir: Path) -> dict[str, list[tuple[int, float | bytes]]]:
+    """Every scalar (step, value) and every figure (step, PNG bytes) by tag."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
+    tags = events.Tags()
     return {
-        tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
-    }
+        **{tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in tags["scalars"]},
+        **{tag: [(e.step, e.encoded_image_string) for e in events.Images(tag)]
+           for tag in tags["images"]},
+    }  # fmt: skip
 
 
 def _checkpoints(run_dir: Path) -> dict[str, dict]:
@@ -48,8 +52,8 @@ def _assert_member_equals_alone(
         assert member[key] == alone[key], (name, key)
 
     member_dir = together_dir / f"regularizer={member['regularizer']},seed={member['seed']}"
-    mine, theirs = _scalars(member_dir), _scalars(tmp_path / name)
-    assert mine.keys() == theirs.keys() and "train/loss" in mine, name
+    mine, theirs = _events(member_dir), _events(tmp_path / name)
+    assert mine.keys() == theirs.keys() and {"train/loss", "flatten/spectrum"} <= mine.keys()
     for tag in theirs:
         assert mine[tag] == theirs[tag], (name, tag)
 

@@ -60,3 +60,15 @@ def test_reliability_and_spectrum_panels_take_k_classes():
     # Classes with fewer points than a layer is wide give shorter spectra.
     spectra = [torch.rand(3, 2), torch.rand(3, 10), torch.rand(3, 10)]
     assert SpectrumPanel([2, 16, 16], n_classes=3).render(spectra, "t").ndim == 3
+
+
+def test_spectrum_axis_only_widens_so_a_runs_figures_share_a_scale():
+    panel = SpectrumPanel([2, 4])
+    spectra = [torch.tensor([[10.0, 1.0]] * 2), torch.tensor([[10.0, 1.0, 0.1, 0.01]] * 2)]
+    first = panel.render(spectra, "t")
+    assert panel.axes[0].get_ylim() == (-2, 1)
+    narrower = [sv.clamp_min(0.5) for sv in spectra]  # decades -1 … 1
+    assert np.array_equal(panel.render(narrower, "t")[:, :60], first[:, :60])  # same y-axis
+    assert panel.axes[0].get_ylim() == (-2, 1)
+    panel.render([sv * 1e-3 for sv in spectra], "t")  # decades -5 … -2
+    assert panel.axes[0].get_ylim() == (-5, 1)
