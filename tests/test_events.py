@@ -6,6 +6,7 @@ import io
 import math
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -83,12 +84,8 @@ def test_png_decodes_to_the_same_pixels_as_tensorboards_encoding():
     assert (ours_meta.height, ours_meta.width, ours_meta.colorspace) == (
         theirs.height, theirs.width, theirs.colorspace)  # fmt: skip
     for bad in (image.astype(np.float32), image[..., 0], image[..., :2]):
-        try:
+        with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
             encode_png(bad)
-        except ValueError as error:
-            assert "(H, W, 3) uint8" in str(error)
-        else:
-            raise AssertionError(f"{bad.dtype} {bad.shape} was encoded")
 
 
 def test_run_logger_writes_per_step_scalars_that_tensorboard_reads(tmp_path):
