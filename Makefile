@@ -27,7 +27,7 @@ venv: $(BIN)/spiralmix-installed  ## create .venv and install spiralmix with its
 run: venv  ## train manifold mixup at the reference settings (seed 123, 100 000 steps)
 	$(BIN)/python -m spiralmix regularizer=mixup
 
-compare: venv  ## the six regularizers × 5 seeds, one job per core, with a report
+compare: venv  ## the six regularizers × 10 seeds, one job per core, with a report
 	$(BIN)/python -m spiralmix -m experiment=compare hydra/launcher=joblib
 
 test: venv  ## run the test suite (two workers; the wheel test builds and installs a wheel)
