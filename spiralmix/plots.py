@@ -324,10 +324,11 @@ class SpectrumPanel(_LiveFigure):
         # one run's figures keep their scale from step to step once it has settled.
         low = math.floor(min(float(v.min()) for v in logs))
         high = math.ceil(max(float(v.max()) for v in logs))
-        if self.limits is None or low < self.limits[0] or high > self.limits[1]:
-            self.limits = (low, high) if self.limits is None else (
-                min(low, self.limits[0]), max(high, self.limits[1]))  # fmt: skip
-            self.axes[0].set_ylim(*self.limits)
+        if self.limits is not None:
+            low, high = min(low, self.limits[0]), max(high, self.limits[1])
+        if (low, high) != self.limits:
+            self.limits = (low, high)
+            self.axes[0].set_ylim(low, high)
             self._background = None
         self.title.set_text(title)
         return self._pixels()
