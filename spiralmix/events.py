@@ -198,14 +198,14 @@ class EventWriter:
 
     def write_scalars(self, steps: Sequence[int], columns: Mapping[str, Sequence[float]]) -> None:
         """One event per step holding every column's value at that step."""
-        records = encode_scalar_events(time.time(), steps, columns)
-        if records:
-            self._file.write(frame_records(records))
+        self._write(encode_scalar_events(time.time(), steps, columns))
 
     def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
         """One event per image (H, W, 3) uint8, by tag, at ``step``."""
         now = time.time()
-        records = [encode_image_event(now, step, tag, image) for tag, image in images.items()]
+        self._write([encode_image_event(now, step, tag, image) for tag, image in images.items()])
+
+    def _write(self, records: Sequence[bytes]) -> None:
         if records:
             self._file.write(frame_records(records))
 
