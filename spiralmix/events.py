@@ -6,8 +6,8 @@ for a figure), in a thread that competes with training for the interpreter, and 
 figures as PNG with row filters chosen one by one at zlib level 6. For an ensemble that
 logs every member's loss every step and four figures per member at every evaluation, this
 cost as much as the training itself. :class:`EventWriter` writes the per-step scalars a
-chunk of steps at a time, and an evaluation's scalars and figures at once, with all their
-checksums computed together (:func:`masked_crc32c`) and figures as unfiltered PNG at
+chunk of steps at a time, and an evaluation's scalars and figures at once, with their
+checksums computed in C (:func:`masked_crc32c`) and figures as unfiltered PNG at
 zlib level 1 (:func:`encode_png`: lossless, as small for flat-coloured plots, five times
 as fast).
 
@@ -26,76 +26,21 @@ import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
-
-_CASTAGNOLI = np.uint32(0x82F63B78)  # CRC-32C's polynomial, bits reversed
-
-
-def _crc_table() -> np.ndarray:
-    table = np.arange(256, dtype=np.uint32)
-    for _ in range(8):
-        table = np.where(table & 1, (table >> 1) ^ _CASTAGNOLI, table >> 1).astype(np.uint32)
-    return table
-
-
-_TABLE = _crc_table()
-
-
-def _shift(crc: np.ndarray, tables: np.ndarray) -> np.ndarray:
-    """Registers ``crc`` after zero bytes, one table (4, 256) per byte of the register."""
-    return (tables[0][crc & 0xFF] ^ tables[1][(crc >> 8) & 0xFF]
-            ^ tables[2][(crc >> 16) & 0xFF] ^ tables[3][crc >> 24])  # fmt: skip
-
-
-def _shift_tables() -> np.ndarray:
-    """(32, 4, 256): entry j moves a CRC register over 2**j zero bytes (a linear map)."""
-    basis = np.arange(256, dtype=np.uint32) << (8 * np.arange(4, dtype=np.uint32))[:, None]
-    level = _TABLE[basis & 0xFF] ^ (basis >> 8)  # one zero byte
-    tables = [level]
-    for _ in range(31):
-        level = _shift(level, level)  # twice as many zero bytes as the level before
-        tables.append(level)
-    return np.stack(tables)
-
-
-_SHIFTS = _shift_tables()
-_LANE = 64  # bytes per lane: the loop over byte positions runs at most this many times
 
 
 def masked_crc32c(blobs: Sequence[bytes]) -> np.ndarray:
     """The masked CRC-32C of each blob, as TFRecord framing wants it: uint32 (n,).
 
     Equal to ``tensorboard.compat.tensorflow_stub.pywrap_tensorflow.masked_crc32c`` blob by
-    blob. CRCs are linear: each blob is cut into lanes of up to 64 bytes (zeros in front,
-    which leave a register of 0 unchanged), the lanes of all blobs are checksummed
-    together one byte position at a time, and each lane's register is moved over the bytes
-    that follow it in its blob (:data:`_SHIFTS`) and combined with the others by XOR.
+    blob; the checksums come from google-crc32c's C library (hundreds of times faster than
+    TensorBoard's byte-by-byte Python loop on a figure), the mask is applied to all at once.
     """
-    lengths = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
-    longest = int(lengths.max(initial=0))
-    width = min(_LANE, 1 << max(longest - 1, 0).bit_length())  # a power of two
-    padded = b"".join(bytes(-len(b) % width) + b for b in blobs)
-    data = np.frombuffer(padded, dtype=np.uint8).reshape(-1, width).astype(np.uint32)
-    crc = np.zeros(len(data), dtype=np.uint32)
-    for i in range(width):
-        crc = _TABLE[(crc ^ data[:, i]) & 0xFF] ^ (crc >> 8)
-    lanes = -(-lengths // width)  # per blob
-    first = np.cumsum(lanes) - lanes
-    after = np.repeat(first + lanes - 1, lanes) - np.arange(len(data))  # lanes behind each
-    for j in range(int(after.max(initial=0)).bit_length()):
-        moved = _shift(crc, _SHIFTS[j + width.bit_length() - 1])
-        crc = np.where((after >> j) & 1, moved, crc)
-    raw = np.zeros(len(blobs), dtype=np.uint32)  # an empty blob has no lanes: 0
-    has = lanes > 0
-    if has.any():
-        raw[has] = np.bitwise_xor.reduceat(crc, first[has])
-    start = np.full(len(blobs), 0xFFFFFFFF, dtype=np.uint32)  # the initial register...
-    for j in range(longest.bit_length()):  # ...moved over the whole blob
-        start = np.where((lengths >> j) & 1, _shift(start, _SHIFTS[j]), start)
-    crc = raw ^ start ^ np.uint32(0xFFFFFFFF)
+    crc = np.fromiter(map(google_crc32c.value, blobs), dtype=np.uint32, count=len(blobs))
     return ((crc >> 15) | (crc << 17)) + np.uint32(0xA282EAD8)  # wraps modulo 2³²
 
 
