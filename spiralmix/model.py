@@ -59,8 +59,9 @@ class MemberByMemberAffine(torch.autograd.Function):
     A one-column product is a matrix-vector product, which the BLAS sums in another order
     for a batch of matrices than for a single one (as a one-member run computes it); each
     member therefore gets its own call, so that its logits equal its separate run's to the
-    bit. The backward pass is batched: its products have more than one column, and the
-    same formulas as autograd's for ``baddbmm`` give every member its separate run's bits.
+    bit. So does the weights' gradient xᵀ·grad, also a matrix-vector product (on AVX-512
+    machines the batched one differs from a single member's); the inputs' gradient has more
+    than one column and stays batched. The formulas are autograd's for ``baddbmm``.
     """
 
     @staticmethod
@@ -76,7 +77,10 @@ class MemberByMemberAffine(torch.autograd.Function):
         x, w = ctx.saved_tensors
         grad_b = grad.sum(1, keepdim=True) if ctx.needs_input_grad[0] else None
         grad_x = grad.bmm(w.transpose(1, 2)) if ctx.needs_input_grad[1] else None
-        grad_w = x.transpose(1, 2).bmm(grad) if ctx.needs_input_grad[2] else None
+        grad_w = None
+        if ctx.needs_input_grad[2]:  # member by member, as a one-member run's bmm computes it
+            grad_w = torch.cat([x_e.transpose(1, 2).bmm(g_e) for x_e, g_e in
+                                zip(x.split(1), grad.split(1))])  # fmt: skip
         return grad_b, grad_x, grad_w
 
 
