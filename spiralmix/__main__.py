@@ -67,15 +67,17 @@ def _stopped_line(accepted: Accepted, argv: list[str], request) -> str:
     if accepted.sweeping:
         again = [a for a in argv if not a.startswith("hydra.sweep.dir=")]
         finish = shlex.join([*again, f"hydra.sweep.dir={accepted.folder}"])
+        job = _running_job(accepted.folder)
+        at = "" if request.step is None else f" at step {request.step:,}"
         return (
-            f"spiralmix: stopped by {request.name} in the sweep {accepted.folder}; the jobs "
+            f"spiralmix: stopped by {request.name} in {job}{at}; the jobs "
             f"that finished are kept, the one running resumes from its checkpoint; "
             f"finish it with: {_program()} {finish}"
         )
     from spiralmix.rundir import readable_checkpoint
 
     checkpoint, _ = readable_checkpoint(accepted.folder / "checkpoints")
-    at = "" if request.step is None else f" at step {request.step}"
+    at = "" if request.step is None else f" at step {request.step:,}"
     if checkpoint is None:
         return (
             f"spiralmix: stopped by {request.name}{at}, before the first checkpoint; "
@@ -86,6 +88,15 @@ def _stopped_line(accepted: Accepted, argv: list[str], request) -> str:
         f"spiralmix: stopped by {request.name}{at}; {checkpoint.path} holds step "
         f"{checkpoint.step:,}; finish it with: {_program()} {finish}"
     )
+
+
+def _running_job(sweep_dir: Path) -> str:
+    """The job of the sweep that Hydra ran last, as ``job seed=2 of the sweep <dir>``."""
+    try:
+        job = Path(HydraConfig.get().runtime.output_dir).relative_to(sweep_dir.absolute())
+    except (ValueError, AttributeError):  # stopped before the first job started
+        return f"the sweep {sweep_dir}"
+    return f"job {job} of the sweep {sweep_dir}"
 
 
 def _sweep_status(sweep_dir: Path) -> int:

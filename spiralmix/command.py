@@ -12,6 +12,7 @@ refusal comes back in a fraction of a second (torch loads only to read a checkpo
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def quote_paths(argv: list[str]) -> list[str]:
     for arg in argv:
         key, sep, value = arg.partition("=")
         if sep and key.lstrip("+") in PATH_KEYS and not value.startswith(("'", '"')):
-            escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+            # Hydra's quoted strings: backslashes are doubled only before a quote or the end.
+            escaped = re.sub(r"(\\*)('|$)", lambda m: 2 * m[1] + "\\" * bool(m[2]) + m[2], value)
             arg = f"{key}='{escaped}'"
         quoted.append(arg)
     return quoted
@@ -129,11 +131,12 @@ def _accept_sweep(argv: list[str], parsed: list, dir_given: bool) -> Accepted:
     hydra_overrides = [o.input_line for o in parsed if o.is_hydra_override()]
     _, base = _split(_compose(plain))
     task = [o.input_line for o in parsed if not o.is_hydra_override()]
-    jobs = []
+    jobs, swept = [], set()
     if str(base.sweeper.get("_target_", "")).endswith("BasicSweeper"):  # others plan as they go
         params = base.sweeper.get("params")
         params = {} if params is None else OmegaConf.to_container(params)
         jobs = plan_basic_sweep([f"{k}={v}" for k, v in params.items()] + task)
+        swept = {o.key_or_group for o in parsed if o.is_sweep_override()} | set(params)
     sweep_dir = Path(base.sweep.dir)
     if dir_given:
         _check_same_sweep(sweep_dir, task)
@@ -153,7 +156,8 @@ def _accept_sweep(argv: list[str], parsed: list, dir_given: bool) -> Accepted:
         try:
             plan_run(cfg, job_dir, job)
         except ConfigError as err:
-            raise Refused(f"job {' '.join(job)}: {err}") from None
+            name = ",".join(o for o in job if o.split("=")[0].lstrip("+~") in swept)
+            raise Refused(f"job {name or ' '.join(job)}: {err}") from None
     if not dir_given:
         sweep_dir = _claim(sweep_dir)
         argv = [*argv, *quote_paths([f"hydra.sweep.dir={sweep_dir}"])]

@@ -88,7 +88,7 @@ def _check_same_run(members: list[DictConfig], saved: list[dict] | None, run_dir
         return  # a checkpoint from before configs were saved in it
     for member, old in zip(members, saved):
         now, before = _settings(member), flatten(old)
-        for key in sorted(set(now) & set(before)):  # a key added since may be new to it
+        for key in _differences_first(set(now) & set(before)):  # a key added since may be new to it
             if key not in FREE_ON_RESUME and now[key] != before[key]:
                 raise ConfigError(
                     key, now[key],
@@ -116,7 +116,9 @@ def _compose_preset(name: str, overrides: list[str]) -> DictConfig:
     try:
         return compose("config", overrides=[*kept, f"regularizer={name}"])
     except HydraException as err:  # an unknown preset: the line lists the available ones
-        raise ConfigError("regularizers", name, "; ".join(hydra_error_lines(err)[1:])) from None
+        available = hydra_error_lines(err)[-1].removeprefix("available").split()
+        allowed = f"no such preset; available: {', '.join(available)}"
+        raise ConfigError("regularizers", name, allowed) from None
 
 
 def _settings(cfg: DictConfig) -> dict:
@@ -160,6 +162,11 @@ def resolve_resume(
     return saved, saved_overrides, checkpoint, notes
 
 
+def _differences_first(keys: set[str]) -> list[str]:
+    """Keys in the order a refusal names them: the preset's name first, then alphabetical."""
+    return sorted(keys, key=lambda key: (key != "regularizer_name", key))
+
+
 def _override_key(override: str) -> str:
     return override.lstrip("+~").split("=", 1)[0]
 
@@ -173,7 +180,7 @@ def _check_resume_overrides(
     if extra:
         asked = compose("config", overrides=[*saved_overrides, *extra])
         now, before = _settings(asked), _settings(saved)
-        for key in sorted(set(now) & set(before)):
+        for key in _differences_first(set(now) & set(before)):
             if key not in FREE_ON_RESUME and now[key] != before[key]:
                 raise ConfigError(
                     key, now[key],

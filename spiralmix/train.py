@@ -24,6 +24,7 @@ from spiralmix.events import RunLogger
 from spiralmix.module import MixupClassifier
 from spiralmix.plan import RunPlan, plan_run
 from spiralmix.rundir import lock, unlock
+from spiralmix.stopping import StopOnSignal
 
 # Lightning's own chatter (GPU availability, "max_steps reached") says nothing useful here.
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
@@ -235,6 +236,7 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
             checkpoints,
             RunConfigsInCheckpoints(member_configs),
             failures,
+            StopOnSignal(),
         ],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=False,
@@ -247,6 +249,8 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
     with warnings.catch_warnings():
         # The checkpoint after a chunk holds the state after its last step, as intended.
         warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
+        # A resumed run continues in its own checkpoint folder, as intended.
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* is not empty.*")
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         except OSError as err:  # a full disk, a vanished folder: the run ends as failed
