@@ -67,7 +67,7 @@ def _stopped_line(accepted: Accepted, argv: list[str], request) -> str:
     if accepted.sweeping:
         again = [a for a in argv if not a.startswith("hydra.sweep.dir=")]
         finish = shlex.join([*again, f"hydra.sweep.dir={accepted.folder}"])
-        job = _running_job(accepted.folder)
+        job = _running_job(accepted.folder, request)
         at = "" if request.step is None else f" at step {request.step:,}"
         return (
             f"spiralmix: stopped by {request.name} in {job}{at}; the jobs "
@@ -90,11 +90,11 @@ def _stopped_line(accepted: Accepted, argv: list[str], request) -> str:
     )
 
 
-def _running_job(sweep_dir: Path) -> str:
-    """The job of the sweep that Hydra ran last, as ``job seed=2 of the sweep <dir>``."""
+def _running_job(sweep_dir: Path, request) -> str:
+    """The job of the sweep that trained last, as ``job seed=2 of the sweep <dir>``."""
     try:
-        job = Path(HydraConfig.get().runtime.output_dir).relative_to(sweep_dir.absolute())
-    except (ValueError, AttributeError):  # stopped before the first job started
+        job = request.folder.absolute().relative_to(sweep_dir.absolute())
+    except (ValueError, AttributeError):  # stopped before the first job trained
         return f"the sweep {sweep_dir}"
     return f"job {job} of the sweep {sweep_dir}"
 

@@ -12,6 +12,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytorch_lightning as pl
 
@@ -27,6 +28,7 @@ class StopRequest:
     signum: int | None = None  # the first signal received
     step: int | None = None  # the last optimizer step a chunk of training ended at
     deferred: bool = False  # inside training: stop at the end of the chunk
+    folder: Path | None = None  # the run folder that trained last
 
     @property
     def name(self) -> str:
@@ -72,7 +74,7 @@ class StopOnSignal(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if _request is not None:
-            _request.deferred = True
+            _request.deferred, _request.folder = True, Path(trainer.default_root_dir)
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
         if _request is not None:
