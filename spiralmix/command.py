@@ -146,13 +146,16 @@ def _accept_sweep(argv: list[str], parsed: list, dir_given: bool) -> Accepted:
         if labels:
             sweep_dir = sweep_dir.with_name(f"{sweep_dir.name}_{'+'.join(labels)}")
         sweep_dir = _free(sweep_dir)
-    for full, job in zip(configs, jobs):
-        with open_dict(full):
-            full.hydra.sweep.dir = str(sweep_dir)
+    for num, (full, job) in enumerate(zip(configs, jobs)):
+        with open_dict(full):  # as the launcher sets them before naming the job's folder
+            full.hydra.sweep.dir, full.hydra.job.num, full.hydra.job.id = str(sweep_dir), num, num
         cfg, _ = _split(full)
         # Named as Hydra names it after the sweep's multirun.yaml: right for the folders
         # that exist, which are the ones a plan checks against.
-        job_dir = sweep_dir / str(OmegaConf.select(full, "hydra.sweep.subdir"))
+        try:
+            job_dir = sweep_dir / str(OmegaConf.select(full, "hydra.sweep.subdir"))
+        except OmegaConfBaseException:  # a name only the launcher knows: check the values
+            job_dir = sweep_dir / f".job{num}"  # a folder that does not exist
         try:
             plan_run(cfg, job_dir, job)
         except ConfigError as err:
