@@ -378,11 +378,16 @@ def lightning_accelerator(name: str) -> str:
     return "cuda" if name == "gpu" else name
 
 
+# What tells runs apart in TensorBoard's HPARAMS tab, whatever a sweep varies.
+LEADING_HPARAMS = ("regularizer_name", "data.name", "seed")
+
+
 def tensorboard_hparams(container: dict, first: Sequence[str] = ()) -> dict:
-    """A config as dotted keys with scalar values (TensorBoard hparams take no lists),
-    ``regularizer_name`` first, then the keys in ``first``, then the rest in config order."""
+    """A config as dotted keys with scalar values (TensorBoard hparams take no lists):
+    the regularizer, the data set and the seed first, then the keys in ``first`` (those
+    the command line set, e.g. a sweep's), then the rest in config order."""
     flat = flatten(container)
-    order = dict.fromkeys(["regularizer_name", *first, *flat])
+    order = dict.fromkeys([*LEADING_HPARAMS, *first, *flat])
     return {
         key: str(value) if isinstance(value, (list, tuple)) or value is None else value
         for key, value in ((k, flat[k]) for k in order if k in flat)
@@ -393,6 +398,6 @@ def overridden_keys(overrides: Sequence[str]) -> list[str]:
     """The config keys that command-line overrides set (``seed=1`` → ``seed``); a group
     override names its key (``regularizer=mixup`` → ``regularizer_name``)."""
     renamed = {"regularizer": "regularizer_name", "regularizers": "regularizer_name",
-               "seeds": "seed"}  # fmt: skip
+               "seeds": "seed", "data": "data.name"}  # fmt: skip
     keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
-    return [renamed.get(k, k) for k in keys if not k.startswith("hydra.")]
+    return [renamed.get(k, k) for k in keys if not k.startswith(("hydra.", "hydra/"))]

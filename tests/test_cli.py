@@ -179,7 +179,7 @@ def test_a_run_logs_what_it_prints_and_keeps_tensorboard_tidy(tmp_path):
     assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("hparams/")]
     content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
     experiment = HParamsPluginData.FromString(content).experiment
-    names = [h.name for h in experiment.hparam_infos]
-    assert names[:3] == ["regularizer_name", "seed", "trainer.max_steps"]
+    names = [h.display_name for h in experiment.hparam_infos]
+    assert names[:4] == ["regularizer_name", "data.name", "seed", "trainer.max_steps"]
     metrics = [m.name.tag for m in experiment.metric_infos]
     assert "test/acc" in metrics and set(metrics) <= set(events.Tags()["scalars"])
