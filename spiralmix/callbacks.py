@@ -43,7 +43,7 @@ class BoundaryImages(pl.Callback, EvaluationListener):
         dm = trainer.datamodule
         if trainer.global_step == 0:
             for e, (logger, seed) in enumerate(zip(trainer.loggers, pl_module.seeds)):
-                title = f"test data · seed {seed}"
+                title = f"test data · {self.labels[e]} · seed {seed}"
                 fig = plots.data_figure(dm.test_X[e], dm.test_y[e], title, self.n_classes)
                 logger.experiment.add_figure("boundary/test_data", fig, 0)
 

@@ -17,7 +17,7 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 
 from spiralmix.atomic import write_json_atomic, write_torch_atomic
 from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
-from spiralmix.config import flatten
+from spiralmix.config import dataset_label, flatten
 from spiralmix.data import SpiralDataModule
 from spiralmix.evaluation import Evaluation
 from spiralmix.events import RunLogger
@@ -224,8 +224,11 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
         max_epochs=-1,
         logger=loggers,
         callbacks=[
-            BoundaryImages(
-                [m.regularizer_name for m in members],
+            BoundaryImages(  # titles: moons · mixup · seed 1 · step 2,500
+                [
+                    f"{dataset_label(m.data.name, m.data.n_classes)} · {m.regularizer_name}"
+                    for m in members
+                ],  # fmt: skip
                 cfg.evaluation.diagnostic_figures,
                 cfg.data.n_classes,
             ),
