@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from spiralmix.compat import hydra_error_lines, plan_basic_sweep
 from spiralmix.config import ConfigError, config_dir, dataset_label
 from spiralmix.plan import plan_run
-from spiralmix.rundir import RunDirError, check_writable, lock
+from spiralmix.rundir import RunDirError, check_writable, lock, unlock
 
 # Keys whose values are paths: quoted for Hydra, whose grammar reads `=`, `,`, `[ ]`, spaces
 # and non-ASCII letters as syntax, so that a folder is given exactly as it was printed.
@@ -158,7 +158,10 @@ def _accept_sweep(argv: list[str], parsed: list, dir_given: bool) -> Accepted:
             job_dir = sweep_dir / f".job{num}"  # a folder that does not exist
         try:
             plan_run(cfg, job_dir, job)
-        except ConfigError as err:
+            if job_dir.is_dir():  # a job folder that another process is writing
+                lock(job_dir)
+                unlock(job_dir)
+        except (ConfigError, RunDirError) as err:
             name = ",".join(o for o in job if o.split("=")[0].lstrip("+~") in swept)
             raise Refused(f"job {name or ' '.join(job)}: {err}") from None
     if not dir_given:

@@ -90,13 +90,17 @@ def test_a_refused_command_writes_nothing(folders, capsys, kind):
     assert snapshot(folders) == before
 
 
-@pytest.mark.parametrize("kind", ["rerun", "resume", "sweep job", "sweep"])
+@pytest.mark.parametrize("kind", ["rerun", "resume", "sweep job", "sweep", "rerun of a sweep job"])
 def test_a_folder_in_use_is_refused_and_left_as_it_is(folders, capsys, kind):
     folder, argv = {
         "rerun": ("run", [*SHORT, "hydra.run.dir=run"]),
         "resume": ("run", ["resume=run"]),
         "sweep job": ("sweep/seed=1", ["resume=sweep/seed=1"]),
         "sweep": ("sweep", ["-m", "seed=1,2", *SHORT, "hydra.sweep.dir=sweep"]),
+        "rerun of a sweep job": (
+            "sweep/seed=2",
+            ["-m", "seed=1,2", *SHORT, "hydra.sweep.dir=sweep"],
+        ),
     }[kind]
     handle = hold_lock(folders / folder)
     before = snapshot(folders)
