@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from spiralmix.command import Accepted, Refused, accept
-from spiralmix.config import ConfigError, config_dir, register
+from spiralmix.config import ConfigError, config_dir, register, swept_keys
 from spiralmix.plan import plan_run
 from spiralmix.rundir import RunDirError
 
@@ -34,11 +34,15 @@ errors = logging.getLogger("spiralmix.errors")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    overrides = list(hydra_cfg.overrides.task)
     try:  # checked again: the command line checked it, a launcher's process did not
-        plan = plan_run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
+        plan = plan_run(cfg, hydra_cfg.runtime.output_dir, overrides)
         from spiralmix.train import fit
 
-        results = fit(plan, list(hydra_cfg.overrides.task))  # RunDirError: folder in use
+        if sweeping:  # what the sweep varies first in TensorBoard's HPARAMS tab
+            swept = swept_keys(hydra_cfg.sweep.dir) or set()
+            overrides.sort(key=lambda o: o.lstrip("+~").split("=")[0] not in swept)
+        results = fit(plan, overrides)  # RunDirError: folder in use
     except (ConfigError, RunDirError) as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

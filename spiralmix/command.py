@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from spiralmix.compat import hydra_error_lines, plan_basic_sweep
 from spiralmix.config import ConfigError, config_dir, dataset_label
 from spiralmix.plan import plan_run
-from spiralmix.rundir import RunDirError, check_writable, lock, unlock
+from spiralmix.rundir import RunDirError, check_free, check_writable, lock
 
 # Keys whose values are paths: quoted for Hydra, whose grammar reads `=`, `,`, `[ ]`, spaces
 # and non-ASCII letters as syntax, so that a folder is given exactly as it was printed.
@@ -139,6 +139,7 @@ def _accept_sweep(argv: list[str], parsed: list, dir_given: bool) -> Accepted:
         swept = {o.key_or_group for o in parsed if o.is_sweep_override()} | set(params)
     sweep_dir = Path(base.sweep.dir)
     if dir_given:
+        check_free(sweep_dir)
         _check_same_sweep(sweep_dir, task)
     configs = [_compose([*hydra_overrides, *job]) for job in jobs]
     if not dir_given:
@@ -158,9 +159,7 @@ def _accept_sweep(argv: list[str], parsed: list, dir_given: bool) -> Accepted:
             job_dir = sweep_dir / f".job{num}"  # a folder that does not exist
         try:
             plan_run(cfg, job_dir, job)
-            if job_dir.is_dir():  # a job folder that another process is writing
-                lock(job_dir)
-                unlock(job_dir)
+            check_free(job_dir)  # a job folder that another process is writing
         except (ConfigError, RunDirError) as err:
             name = ",".join(o for o in job if o.split("=")[0].lstrip("+~") in swept)
             raise Refused(f"job {name or ' '.join(job)}: {err}") from None

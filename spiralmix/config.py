@@ -119,6 +119,20 @@ def dataset_label(name: str, n_classes: int) -> str:
     return name if n_classes == 2 or name.endswith(str(n_classes)) else f"{name}_K{n_classes}"
 
 
+def swept_keys(sweep_dir: str | Path) -> set[str] | None:
+    """The keys a sweep varies, from the ``multirun.yaml`` that Hydra's launchers write
+    before the first job (its sweeper's params and its sweep overrides); None without it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    plan = Path(sweep_dir) / "multirun.yaml"
+    if not plan.is_file():
+        return None
+    hydra_cfg = OmegaConf.load(plan).hydra
+    params = hydra_cfg.sweeper.get("params") or {}
+    parsed = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+    return set(params) | {o.get_key_element() for o in parsed if o.is_sweep_override()}
+
+
 def swept_dirname(sweep_dir: str, job_overrides: list[str]) -> str:
     """A multirun job's folder name: its overrides of the keys that the sweep varies, as
     Hydra's ``override_dirname`` writes them (``key=value``, sorted, comma-joined).
@@ -129,17 +143,9 @@ def swept_dirname(sweep_dir: str, job_overrides: list[str]) -> str:
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parser = OverridesParser.create()
-    job = parser.parse_overrides([str(o) for o in job_overrides])
-    plan = Path(sweep_dir) / "multirun.yaml"
-    if plan.is_file():
-        hydra_cfg = OmegaConf.load(plan).hydra
-        params = hydra_cfg.sweeper.get("params") or {}
-        swept = set(params) | {
-            o.get_key_element()
-            for o in parser.parse_overrides(list(hydra_cfg.overrides.task))
-            if o.is_sweep_override()
-        }
+    job = OverridesParser.create().parse_overrides([str(o) for o in job_overrides])
+    swept = swept_keys(sweep_dir)
+    if swept is not None:
         job = [o for o in job if o.get_key_element() in swept] or job
     return ",".join(sorted(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in job))
 
