@@ -21,6 +21,7 @@ from spiralmix.config import dataset_label, flatten
 from spiralmix.data import SpiralDataModule
 from spiralmix.evaluation import Evaluation
 from spiralmix.events import RunLogger
+from spiralmix.hparams import LEADING, Hparams
 from spiralmix.module import MixupClassifier
 from spiralmix.plan import RunPlan, plan_run
 from spiralmix.rundir import lock, unlock
@@ -381,20 +382,17 @@ def lightning_accelerator(name: str) -> str:
     return "cuda" if name == "gpu" else name
 
 
-# What tells runs apart in TensorBoard's HPARAMS tab, whatever a sweep varies.
-LEADING_HPARAMS = ("regularizer_name", "data.name", "seed")
-
-
-def tensorboard_hparams(container: dict, first: Sequence[str] = ()) -> dict:
+def tensorboard_hparams(container: dict, first: Sequence[str] = ()) -> Hparams:
     """A config as dotted keys with scalar values (TensorBoard hparams take no lists):
     the regularizer, the data set and the seed first, then the keys in ``first`` (those
     the command line set, e.g. a sweep's), then the rest in config order."""
     flat = flatten(container)
-    order = dict.fromkeys([*LEADING_HPARAMS, *first, *flat])
-    return {
+    order = dict.fromkeys([*LEADING, *first, *flat])
+    values = {
         key: str(value) if isinstance(value, (list, tuple)) or value is None else value
         for key, value in ((k, flat[k]) for k in order if k in flat)
     }
+    return Hparams(values, first)
 
 
 def overridden_keys(overrides: Sequence[str]) -> list[str]:
