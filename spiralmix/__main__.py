@@ -3,7 +3,7 @@
 spiralmix                                             # no regularization, seed 123
 spiralmix regularizer=mixup trainer.max_steps=20000   # or python -m spiralmix ...
 spiralmix -m regularizer=none,mixup seed=123,124
-spiralmix resume=outputs/2026-01-01/12-00-00_mixup_seed123
+spiralmix resume=outputs/2026-01-01/12-00-00_spirals_mixup_seed123
 spiralmix --help                                      # config groups and examples
 tensorboard --logdir outputs
 """
@@ -15,6 +15,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,6 +26,9 @@ from spiralmix.command import Accepted, Refused, accept
 from spiralmix.config import ConfigError, config_dir, register, swept_keys
 from spiralmix.plan import plan_run
 from spiralmix.rundir import RunDirError
+
+if TYPE_CHECKING:  # imported when a command is accepted: it loads Lightning
+    from spiralmix.stopping import StopRequest
 
 register()
 errors = logging.getLogger("spiralmix.errors")
@@ -66,7 +70,7 @@ def _program() -> str:
     return "python -m spiralmix" if sys.argv[0].endswith("__main__.py") else "spiralmix"
 
 
-def _stopped_line(accepted: Accepted, argv: list[str], request) -> str:
+def _stopped_line(accepted: Accepted, argv: list[str], request: StopRequest) -> str:
     """Where a signal stopped the command, and the command that finishes it."""
     if accepted.sweeping:
         again = [a for a in argv if not a.startswith("hydra.sweep.dir=")]
@@ -94,7 +98,7 @@ def _stopped_line(accepted: Accepted, argv: list[str], request) -> str:
     )
 
 
-def _running_job(sweep_dir: Path, request) -> str:
+def _running_job(sweep_dir: Path, request: StopRequest) -> str:
     """The job of the sweep that trained last, as ``job seed=2 of the sweep <dir>``."""
     try:
         job = request.folder.absolute().relative_to(sweep_dir.absolute())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -41,10 +42,13 @@ def stop(process: subprocess.Popen, signum: int) -> str:
 
 
 def finish(line: str) -> subprocess.CompletedProcess:
-    """Run the command that the stop line names (``python -m spiralmix ...``)."""
+    """Run the command that the stop line names (``python -m spiralmix ...``), with Python's
+    warnings shown, as a user sees them."""
     command = shlex.split(line.split("finish it with: ", 1)[1])
     assert command[:3] == ["python", "-m", "spiralmix"]
-    return run_cli(*command[3:])
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "HYDRA_FULL_ERROR")}
+    return subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
 
 
 def metrics(folder: Path) -> dict:
