@@ -43,10 +43,12 @@ def main(cfg: DictConfig) -> float | None:
         plan = plan_run(cfg, hydra_cfg.runtime.output_dir, overrides)
         from spiralmix.train import fit
 
-        if sweeping:  # what the sweep varies first in TensorBoard's HPARAMS tab
-            swept = swept_keys(hydra_cfg.sweep.dir) or set()
-            overrides.sort(key=lambda o: o.lstrip("+~").split("=")[0] not in swept)
-        results = fit(plan, overrides)  # RunDirError: folder in use
+        shown = overrides  # the keys TensorBoard's HPARAMS tab shows first
+        if sweeping:  # what the sweep varies, not what its jobs share
+            swept = swept_keys(hydra_cfg.sweep.dir)
+            if swept is not None:
+                shown = [o for o in overrides if o.lstrip("+~").split("=")[0] in swept]
+        results = fit(plan, shown)  # RunDirError: folder in use
     except (ConfigError, RunDirError) as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

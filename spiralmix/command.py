@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from spiralmix.compat import hydra_error_lines, plan_basic_sweep
-from spiralmix.config import ConfigError, config_dir, dataset_label
+from spiralmix.config import ConfigError, config_dir, dataset_label, register
 from spiralmix.plan import plan_run
 from spiralmix.rundir import RunDirError, check_free, check_writable, lock
 
@@ -62,6 +62,7 @@ def quote_paths(argv: list[str]) -> list[str]:
 
 def accept(argv: list[str]) -> Accepted:
     """Check a command line (``sys.argv[1:]``); raise :class:`Refused` if it cannot run."""
+    register()  # the schema and resolvers the configs name
     argv = quote_paths(argv)
     sweeping = any(arg in MULTIRUN_FLAGS for arg in argv)
     overrides = [arg for arg in argv if arg not in MULTIRUN_FLAGS]
