@@ -71,7 +71,7 @@ def accept(argv: list[str]) -> Accepted:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
-        raise Refused(": ".join(hydra_error_lines(err))) from None
+        raise Refused(": ".join(hydra_error_lines(err))) from err
     named = {o.key_or_group.lstrip("+~"): o.value() for o in parsed if not o.is_sweep_override()}
     try:
         _check_writable(named)
@@ -79,11 +79,11 @@ def accept(argv: list[str]) -> Accepted:
             if sweeping:
                 return _accept_sweep(argv, parsed, "hydra.sweep.dir" in named)
             return _accept_run(argv, overrides, "hydra.run.dir" in named)
-    except (ConfigError, RunDirError) as err:
-        raise Refused(str(err)) from None
+    except (ConfigError, RunDirError) as err:  # chained: HYDRA_FULL_ERROR=1 shows the cause
+        raise Refused(str(err)) from err
     except (HydraException, OmegaConfBaseException) as err:
         # Hydra's first line names the override, its cause's first line says what is wrong.
-        raise Refused(": ".join(hydra_error_lines(err))) from None
+        raise Refused(": ".join(hydra_error_lines(err))) from err
 
 
 def _check_writable(named: dict[str, object]) -> None:
@@ -130,7 +130,7 @@ def _accept_run(argv: list[str], overrides: list[str], dir_given: bool) -> Accep
 def _accept_sweep(argv: list[str], parsed: list, dir_given: bool) -> Accepted:
     plain = [o.input_line for o in parsed if not o.is_sweep_override()]
     hydra_overrides = [o.input_line for o in parsed if o.is_hydra_override()]
-    _, base = _split(_compose(plain))
+    shared, base = _split(_compose(plain))
     task = [o.input_line for o in parsed if not o.is_hydra_override()]
     jobs, swept = [], set()
     if str(base.sweeper.get("_target_", "")).endswith("BasicSweeper"):  # others plan as they go
@@ -144,9 +144,9 @@ def _accept_sweep(argv: list[str], parsed: list, dir_given: bool) -> Accepted:
         _check_same_sweep(sweep_dir, task)
     configs = [_compose([*hydra_overrides, *job]) for job in jobs]
     if not dir_given:
-        labels = dict.fromkeys(dataset_label(c.data.name, c.data.n_classes) for c in configs)
-        if labels:
-            sweep_dir = sweep_dir.with_name(f"{sweep_dir.name}_{'+'.join(labels)}")
+        data = [c.data for c in configs] or [shared.data]  # Optuna & co.: the shared one
+        labels = dict.fromkeys(dataset_label(d.name, d.n_classes) for d in data)
+        sweep_dir = sweep_dir.with_name(f"{sweep_dir.name}_{'+'.join(labels)}")
         sweep_dir = _free(sweep_dir)
     for num, (full, job) in enumerate(zip(configs, jobs)):
         with open_dict(full):  # as the launcher sets them before naming the job's folder
@@ -163,7 +163,7 @@ def _accept_sweep(argv: list[str], parsed: list, dir_given: bool) -> Accepted:
             check_free(job_dir)  # a job folder that another process is writing
         except (ConfigError, RunDirError) as err:
             name = ",".join(o for o in job if o.split("=")[0].lstrip("+~") in swept)
-            raise Refused(f"job {name or ' '.join(job)}: {err}") from None
+            raise Refused(f"job {name or ' '.join(job)}: {err}") from err
     if not dir_given:
         sweep_dir = _claim(sweep_dir)
         argv = [*argv, *quote_paths([f"hydra.sweep.dir={sweep_dir}"])]
