@@ -125,7 +125,7 @@ def fit(plan: RunPlan, overrides: Sequence[str] = ()) -> list[dict]:
     """Train the planned members side by side and write each one's results.
 
     ``overrides`` (the command line's) decide which config keys TensorBoard's HPARAMS tab
-    shows first, after the regularizer.
+    shows first, after the regularizer, the data set and the seed.
 
     Members that ended before (``plan.finished``) are not trained again. Raises
     :class:`spiralmix.rundir.RunDirError` when another process writes into the run folder.
@@ -229,7 +229,7 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
                 [
                     f"{dataset_label(m.data.name, m.data.n_classes)} · {m.regularizer_name}"
                     for m in members
-                ],  # fmt: skip
+                ],
                 cfg.evaluation.diagnostic_figures,
                 cfg.data.n_classes,
             ),
