@@ -15,7 +15,7 @@ FLOOR_TESTS := tests/test_compat.py tests/test_module.py tests/test_train.py tes
 .PHONY: help venv run sweep compare report test test-floor lint bench clean
 
 help:  ## show this help
-	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(BIN)/spiralmix-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

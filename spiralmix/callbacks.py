@@ -8,12 +8,12 @@ import time
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.tensorboard.summary import hparams
 from tqdm.auto import tqdm
 
 from spiralmix import plots
 from spiralmix.compat import event_file_writer
 from spiralmix.evaluation import Evaluation, EvaluationListener
+from spiralmix.hparams import hparams_summaries
 
 log = logging.getLogger("spiralmix")  # shown and kept by Hydra's job logging
 
@@ -43,7 +43,7 @@ class BoundaryImages(pl.Callback, EvaluationListener):
         dm = trainer.datamodule
         if trainer.global_step == 0:
             for e, (logger, seed) in enumerate(zip(trainer.loggers, pl_module.seeds)):
-                title = f"test data · seed {seed}"
+                title = f"test data · {self.labels[e]} · seed {seed}"
                 fig = plots.data_figure(dm.test_X[e], dm.test_y[e], title, self.n_classes)
                 logger.experiment.add_figure("boundary/test_data", fig, 0)
 
@@ -130,7 +130,7 @@ class HparamsWithResults(pl.Callback, EvaluationListener):
         for e, (logger, params) in enumerate(zip(trainer.loggers, self.member_hparams)):
             results = {k: v[e].item() for k, v in self._final.items() if k.startswith("test/")}
             writer = event_file_writer(logger.experiment)
-            for summary in hparams(params, results):  # experiment, session start, session end
+            for summary in hparams_summaries(params, results):  # experiment, start, end
                 writer.add_summary(summary, trainer.global_step)
 
 

@@ -15,6 +15,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 PAIRINGS = ("halves", "permute")
 ACCELERATORS = ("cpu", "gpu", "auto")
+MAX_SEED = 2**32 - 1  # torch.Generator.manual_seed and Lightning's seed_everything take 32 bits
 
 
 def config_dir() -> Path:
@@ -105,10 +106,31 @@ def register() -> None:
         "resume_or": lambda resume, default: default if resume is None else resume,
         "unless_resuming": lambda resume, value: value if resume is None else None,
         "swept_dirname": swept_dirname,  # a multirun job's folder (hydra.sweep.subdir)
+        "dataset_label": dataset_label,  # hydra.run.dir names the data set
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
+
+
+def dataset_label(name: str, n_classes: int) -> str:
+    """A data set in folder names and titles: ``moons``, ``spirals_K5`` (K unless 2 or
+    already in the name, as in ``spirals3``)."""
+    return name if n_classes == 2 or name.endswith(str(n_classes)) else f"{name}_K{n_classes}"
+
+
+def swept_keys(sweep_dir: str | Path) -> set[str] | None:
+    """The keys a sweep varies, from the ``multirun.yaml`` that Hydra's launchers write
+    before the first job (its sweeper's params and its sweep overrides); None without it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    plan = Path(sweep_dir) / "multirun.yaml"
+    if not plan.is_file():
+        return None
+    hydra_cfg = OmegaConf.load(plan).hydra
+    params = hydra_cfg.sweeper.get("params") or {}
+    parsed = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+    return set(params) | {o.get_key_element() for o in parsed if o.is_sweep_override()}
 
 
 def swept_dirname(sweep_dir: str, job_overrides: list[str]) -> str:
@@ -121,17 +143,9 @@ def swept_dirname(sweep_dir: str, job_overrides: list[str]) -> str:
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parser = OverridesParser.create()
-    job = parser.parse_overrides([str(o) for o in job_overrides])
-    plan = Path(sweep_dir) / "multirun.yaml"
-    if plan.is_file():
-        hydra_cfg = OmegaConf.load(plan).hydra
-        params = hydra_cfg.sweeper.get("params") or {}
-        swept = set(params) | {
-            o.get_key_element()
-            for o in parser.parse_overrides(list(hydra_cfg.overrides.task))
-            if o.is_sweep_override()
-        }
+    job = OverridesParser.create().parse_overrides([str(o) for o in job_overrides])
+    swept = swept_keys(sweep_dir)
+    if swept is not None:
         job = [o for o in job if o.get_key_element() in swept] or job
     return ",".join(sorted(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in job))
 
@@ -178,17 +192,24 @@ def split_sizes(cfg: DictConfig) -> dict[str, int]:
     return {"train": K * (per_class - test - val), "val": K * val, "test": K * test}
 
 
-def _validate_data_set(d: DictConfig) -> None:
-    """The data set's own keys: its generator, the number of classes and its shape."""
-    from spiralmix.datasets import max_classes  # imports Hydra's instantiation helpers
+def _validate_generator(d: DictConfig) -> None:
+    """The generator ``data._target_`` names exists and makes ``data.n_classes`` classes.
+    Importing it imports torch: two-class runs check it last, after every cheap check."""
+    from spiralmix.datasets import max_classes
 
     try:
         most = max_classes(d._target_)
     except ValueError as err:
         raise ConfigError("data._target_", d._target_, str(err)) from None
-    _require(d.n_classes >= 2, "data.n_classes", d.n_classes, "must be >= 2")
     _require(most is None or d.n_classes <= most, "data.n_classes", d.n_classes,
              f"data set {d.name} makes at most {most} classes")  # fmt: skip
+
+
+def _validate_data_set(d: DictConfig) -> None:
+    """The data set's own keys: the number of classes and its shape."""
+    _require(d.n_classes >= 2, "data.n_classes", d.n_classes, "must be >= 2")
+    if d.n_classes != 2:  # before the multiple check below, which it explains better
+        _validate_generator(d)
     _require(
         d.n_samples > 0 and d.n_samples % d.n_classes == 0,
         "data.n_samples",
@@ -208,9 +229,37 @@ def _validate_data_set(d: DictConfig) -> None:
         _require(d[key] is None or ok(d[key]), f"data.{key}", d[key], allowed)
 
 
+def _fewest_points_per_class(test_fraction: float, val_fraction: float) -> int | None:
+    """The fewest points per class that these fractions split into training and test points."""
+    for m in range(1, 10_001):
+        test, val = round(test_fraction * m), round(val_fraction * m)
+        if test > 0 and m - test - val > 0:
+            return m
+    return None
+
+
+def _require_training_points(d: DictConfig, sizes: dict[str, int]) -> None:
+    """Fractions below 1 that still leave no training point: too few points per class
+    (``data.n_classes=1000`` of 1000 points), which is what the message names."""
+    if sizes["train"] > 0:
+        return
+    per_class = d.n_samples // d.n_classes
+    key, value = ("data.n_classes", d.n_classes) if d.n_classes != 2 else ("data.n_samples",
+                                                                          d.n_samples)  # fmt: skip
+    other = f"data.n_samples={d.n_samples}" if key == "data.n_classes" else "2 classes"
+    need = _fewest_points_per_class(d.test_fraction, d.val_fraction)
+    raise ConfigError(
+        key, value,
+        f"gives {per_class} point{'s' * (per_class != 1)} per class ({other}), which "
+        f"data.test_fraction={d.test_fraction} and data.val_fraction={d.val_fraction} "
+        f"split into no training points; each class needs at least {need}",
+    )  # fmt: skip
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value that cannot work."""
     _check_known_keys(cfg)
+    _require(0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed, f"must be in 0 … {MAX_SEED}")
     d, m, mx, t, ev = cfg.data, cfg.model, cfg.mixup, cfg.trainer, cfg.evaluation
     _validate_data_set(d)
     _require(0 < d.test_fraction < 1, "data.test_fraction", d.test_fraction, "must be in (0, 1)")
@@ -222,12 +271,14 @@ def validate(cfg: DictConfig) -> None:
         d.test_fraction,
         f"leaves no test points out of data.n_samples={d.n_samples}",
     )
+    held_out = d.test_fraction + d.val_fraction
     _require(
-        sizes["train"] > 0,
+        held_out < 1,
         "data.test_fraction + data.val_fraction",
-        d.test_fraction + d.val_fraction,
-        "must leave training points",
+        round(held_out, 12),  # as the user would add them: 1.1, not 1.1000000000000001
+        "must be < 1 to leave training points",
     )
+    _require_training_points(d, sizes)
     _require(
         d.val_fraction == 0 or sizes["val"] > 0,
         "data.val_fraction",
@@ -313,3 +364,6 @@ def validate(cfg: DictConfig) -> None:
             seeds,
             "must be null or a non-empty list of distinct integers",
         )
+        for seed in seeds:
+            _require(0 <= seed <= MAX_SEED, "seeds", seeds, f"{seed} is not in 0 … {MAX_SEED}")
+    _validate_generator(d)

@@ -15,6 +15,7 @@ from hydra import compose
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
+from spiralmix.compat import hydra_error_lines
 from spiralmix.config import Config, ConfigError, flatten, validate
 from spiralmix.memory import check_memory
 from spiralmix.rundir import Checkpoint, finished_metrics, readable_checkpoint
@@ -50,7 +51,7 @@ def plan_run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] = ()) ->
     checkpoint, notes = None, []
     if cfg.resume is not None:
         run_dir = cfg.resume
-        cfg, overrides, checkpoint, notes = resolve_resume(cfg)
+        cfg, overrides, checkpoint, notes = resolve_resume(cfg, overrides)
     validate(cfg)
     run_dir = Path(run_dir)
     if cfg.regularizers is None:
@@ -87,7 +88,7 @@ def _check_same_run(members: list[DictConfig], saved: list[dict] | None, run_dir
         return  # a checkpoint from before configs were saved in it
     for member, old in zip(members, saved):
         now, before = _settings(member), flatten(old)
-        for key in sorted(set(now) & set(before)):  # a key added since may be new to it
+        for key in _differences_first(set(now) & set(before)):  # a key added since may be new to it
             if key not in FREE_ON_RESUME and now[key] != before[key]:
                 raise ConfigError(
                     key, now[key],
@@ -114,8 +115,10 @@ def _compose_preset(name: str, overrides: list[str]) -> DictConfig:
     kept = [o for o in overrides if o.lstrip("+~").split("=")[0] not in MEMBER_OVERRIDES]
     try:
         return compose("config", overrides=[*kept, f"regularizer={name}"])
-    except HydraException as err:
-        raise ConfigError("regularizers", name, str(err).splitlines()[0]) from None
+    except HydraException as err:  # an unknown preset: the line lists the available ones
+        available = hydra_error_lines(err)[-1].removeprefix("available").split()
+        allowed = f"no such preset; available: {', '.join(available)}"
+        raise ConfigError("regularizers", name, allowed) from None
 
 
 def _settings(cfg: DictConfig) -> dict:
@@ -134,19 +137,57 @@ def _check_shared(members: list[DictConfig]) -> None:
                 )  # fmt: skip
 
 
-def resolve_resume(cfg: DictConfig) -> tuple[DictConfig, list[str], Checkpoint, list[str]]:
+def resolve_resume(
+    cfg: DictConfig, overrides: list[str] = ()
+) -> tuple[DictConfig, list[str], Checkpoint, list[str]]:
     """For ``resume=<run dir>``: that run's saved config, its overrides, the newest readable
-    checkpoint and a line for each unreadable one skipped."""
+    checkpoint and a line for each unreadable one skipped.
+
+    ``overrides`` (the command line's) may change only ``FREE_ON_RESUME`` settings; one
+    that would change the run is refused, as a rerun into its folder is.
+    """
     run_dir = Path(cfg.resume)
     hydra_dir = run_dir / ".hydra"
     if not (hydra_dir / "config.yaml").is_file():
         raise ConfigError("resume", cfg.resume, "is not a run directory (no .hydra/config.yaml)")
+    saved = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(hydra_dir / "config.yaml"))
+    saved.resume = None
+    overrides_file = hydra_dir / "overrides.yaml"
+    saved_overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+    _check_resume_overrides(cfg, saved, saved_overrides, overrides, run_dir)
     checkpoint, notes = readable_checkpoint(run_dir / "checkpoints")
     if checkpoint is None:
         found = f" ({notes[0].split(';')[0]})" if notes else " (checkpoints/last.ckpt)"
         raise ConfigError("resume", cfg.resume, f"has no readable checkpoint{found}")
-    saved = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(hydra_dir / "config.yaml"))
-    saved.resume = None
-    overrides_file = hydra_dir / "overrides.yaml"
-    overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
-    return saved, overrides, checkpoint, notes
+    return saved, saved_overrides, checkpoint, notes
+
+
+def _differences_first(keys: set[str]) -> list[str]:
+    """Keys in the order a refusal names them: the preset's name first, then alphabetical."""
+    return sorted(keys, key=lambda key: (key != "regularizer_name", key))
+
+
+def _override_key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def _check_resume_overrides(
+    cfg: DictConfig, saved: DictConfig, saved_overrides: list[str], overrides: list[str],
+    run_dir: Path,
+) -> None:  # fmt: skip
+    """Refuse overrides next to ``resume=`` that change the run; apply the free ones."""
+    extra = [o for o in overrides if _override_key(o) not in FREE_ON_RESUME]
+    if extra:
+        asked = compose("config", overrides=[*saved_overrides, *extra])
+        now, before = _settings(asked), _settings(saved)
+        for key in _differences_first(set(now) & set(before)):
+            if key not in FREE_ON_RESUME and now[key] != before[key]:
+                raise ConfigError(
+                    key, now[key],
+                    f"{run_dir} holds a run with {key}={before[key]!r}; resume= continues it "
+                    "as it was started (leave the override out, or start a new run)",
+                )  # fmt: skip
+    for override in overrides:
+        key = _override_key(override)
+        if key in FREE_ON_RESUME and key != "resume":
+            OmegaConf.update(saved, key, OmegaConf.select(cfg, key))

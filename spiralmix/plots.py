@@ -7,6 +7,7 @@ its own colour (:func:`class_colors`) that fades to white where the model is uns
 
 from __future__ import annotations
 
+import colorsys
 import math
 from collections.abc import Sequence
 
@@ -18,7 +19,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
-from matplotlib.colors import BoundaryNorm, LinearSegmentedColormap, Normalize, to_rgb  # noqa: E402
+from matplotlib.colors import (  # noqa: E402
+    BoundaryNorm,
+    LinearSegmentedColormap,
+    Normalize,
+    to_hex,
+    to_rgb,
+)
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
@@ -32,10 +39,14 @@ MANY_CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
 
 
 def class_colors(n_classes: int = 2) -> tuple[str, ...]:
-    """One colour per class: blue and red for two, Tableau's categorical ones for more."""
+    """One colour per class: blue and red for two, Tableau's categorical ones up to ten,
+    and beyond that as many evenly spaced hues, alternately darker and lighter."""
     if n_classes == 2:
         return CLASS_COLORS
-    return tuple(MANY_CLASS_COLORS[c % len(MANY_CLASS_COLORS)] for c in range(n_classes))
+    if n_classes <= len(MANY_CLASS_COLORS):
+        return MANY_CLASS_COLORS[:n_classes]
+    hues = [colorsys.hls_to_rgb(c / n_classes, 0.4 + 0.2 * (c % 2), 0.8) for c in range(n_classes)]
+    return tuple(to_hex(rgb) for rgb in hues)
 
 
 def _points(

@@ -49,6 +49,23 @@ def lock(run_dir: Path) -> None:
     _HELD[run_dir] = handle
 
 
+def check_free(run_dir: Path) -> None:
+    """Raise :class:`RunDirError` if another process holds ``run_dir``'s lock; unlike
+    :func:`lock`, create, take and write nothing."""
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _HELD or not (run_dir / ".lock").is_file():
+        return
+    with open(run_dir / ".lock", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = handle.read().strip() or "unknown"
+            raise RunDirError(
+                f"{run_dir} is in use by another spiralmix process (pid {owner}); "
+                "wait for it to end or choose another folder"
+            ) from None  # closing the file releases a lock it took
+
+
 def unlock(run_dir: Path) -> None:
     """Release the lock :func:`lock` took (a sweep's next job may be in this process)."""
     handle = _HELD.pop(Path(run_dir).resolve(), None)

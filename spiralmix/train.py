@@ -17,13 +17,15 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 
 from spiralmix.atomic import write_json_atomic, write_torch_atomic
 from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
-from spiralmix.config import flatten
+from spiralmix.config import dataset_label, flatten
 from spiralmix.data import SpiralDataModule
 from spiralmix.evaluation import Evaluation
 from spiralmix.events import RunLogger
+from spiralmix.hparams import LEADING, Hparams
 from spiralmix.module import MixupClassifier
 from spiralmix.plan import RunPlan, plan_run
 from spiralmix.rundir import lock, unlock
+from spiralmix.stopping import StopOnSignal
 
 # Lightning's own chatter (GPU availability, "max_steps reached") says nothing useful here.
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
@@ -123,7 +125,7 @@ def fit(plan: RunPlan, overrides: Sequence[str] = ()) -> list[dict]:
     """Train the planned members side by side and write each one's results.
 
     ``overrides`` (the command line's) decide which config keys TensorBoard's HPARAMS tab
-    shows first, after the regularizer.
+    shows first, after the regularizer, the data set and the seed.
 
     Members that ended before (``plan.finished``) are not trained again. Raises
     :class:`spiralmix.rundir.RunDirError` when another process writes into the run folder.
@@ -223,8 +225,11 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
         max_epochs=-1,
         logger=loggers,
         callbacks=[
-            BoundaryImages(
-                [m.regularizer_name for m in members],
+            BoundaryImages(  # titles: moons · mixup · seed 1 · step 2,500
+                [
+                    f"{dataset_label(m.data.name, m.data.n_classes)} · {m.regularizer_name}"
+                    for m in members
+                ],
                 cfg.evaluation.diagnostic_figures,
                 cfg.data.n_classes,
             ),
@@ -235,6 +240,7 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
             checkpoints,
             RunConfigsInCheckpoints(member_configs),
             failures,
+            StopOnSignal(),
         ],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=False,
@@ -247,6 +253,8 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
     with warnings.catch_warnings():
         # The checkpoint after a chunk holds the state after its last step, as intended.
         warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
+        # A resumed run continues in its own checkpoint folder, as intended.
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* is not empty.*")
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         except OSError as err:  # a full disk, a vanished folder: the run ends as failed
@@ -374,21 +382,23 @@ def lightning_accelerator(name: str) -> str:
     return "cuda" if name == "gpu" else name
 
 
-def tensorboard_hparams(container: dict, first: Sequence[str] = ()) -> dict:
-    """A config as dotted keys with scalar values (TensorBoard hparams take no lists),
-    ``regularizer_name`` first, then the keys in ``first``, then the rest in config order."""
+def tensorboard_hparams(container: dict, first: Sequence[str] = ()) -> Hparams:
+    """A config as dotted keys with scalar values (TensorBoard hparams take no lists):
+    the regularizer, the data set and the seed first, then the keys in ``first`` (those
+    the command line set, e.g. a sweep's), then the rest in config order."""
     flat = flatten(container)
-    order = dict.fromkeys(["regularizer_name", *first, *flat])
-    return {
+    order = dict.fromkeys([*LEADING, *first, *flat])
+    values = {
         key: str(value) if isinstance(value, (list, tuple)) or value is None else value
         for key, value in ((k, flat[k]) for k in order if k in flat)
     }
+    return Hparams(values, first)
 
 
 def overridden_keys(overrides: Sequence[str]) -> list[str]:
     """The config keys that command-line overrides set (``seed=1`` → ``seed``); a group
     override names its key (``regularizer=mixup`` → ``regularizer_name``)."""
     renamed = {"regularizer": "regularizer_name", "regularizers": "regularizer_name",
-               "seeds": "seed"}  # fmt: skip
+               "seeds": "seed", "data": "data.name"}  # fmt: skip
     keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
-    return [renamed.get(k, k) for k in keys if not k.startswith("hydra.")]
+    return [renamed.get(k, k) for k in keys if not k.startswith(("hydra.", "hydra/"))]

@@ -11,6 +11,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from spiralmix.__main__ import cli
 from tests.conftest import REGULARIZERS, TINY, run_cli
 
 EVALUATIONS = [0, 100, 200]
@@ -107,16 +108,17 @@ BAD_VALUES = [
 
 
 @pytest.mark.parametrize(("override", "key"), BAD_VALUES, ids=[o for o, _ in BAD_VALUES])
-def test_bad_value_fails_with_one_line_naming_it(tmp_path, override, key):
-    result = run_cli(*override.split(), f"hydra.run.dir={tmp_path}", timeout=120)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+def test_bad_value_fails_with_one_line_naming_it(tmp_path, monkeypatch, capsys, override, key):
+    monkeypatch.chdir(tmp_path)  # in process: the command line checks before Hydra runs
+    with pytest.raises(SystemExit) as exit_:
+        cli([*override.split(), f"hydra.run.dir={tmp_path / 'run'}"])
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert lines[0].startswith("spiralmix: error: ") and key in lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
-    assert not list(tmp_path.rglob("metrics.json"))
-    assert not list(tmp_path.rglob("*.ckpt"))
-    assert not list(tmp_path.rglob("events.out.tfevents.*"))
+    assert "Traceback" not in err + out
+    assert list(tmp_path.iterdir()) == []  # no run folder, no outputs/: nothing at all
 
 
 def test_full_error_shows_the_traceback(tmp_path):
@@ -179,7 +181,7 @@ def test_a_run_logs_what_it_prints_and_keeps_tensorboard_tidy(tmp_path):
     assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("hparams/")]
     content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
     experiment = HParamsPluginData.FromString(content).experiment
-    names = [h.name for h in experiment.hparam_infos]
-    assert names[:3] == ["regularizer_name", "seed", "trainer.max_steps"]
+    names = [h.display_name for h in experiment.hparam_infos]
+    assert names[:4] == ["regularizer_name", "data.name", "seed", "trainer.max_steps"]
     metrics = [m.name.tag for m in experiment.metric_infos]
     assert "test/acc" in metrics and set(metrics) <= set(events.Tags()["scalars"])

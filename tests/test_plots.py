@@ -23,6 +23,15 @@ def test_class_colors_keep_blue_and_red_for_two_and_differ_for_more():
         assert len(set(class_colors(K))) == K
 
 
+@pytest.mark.parametrize("K", [11, 12, 20, 50])
+def test_more_than_ten_classes_get_distinct_colours(K):
+    rgb = np.array([to_rgb(c) for c in class_colors(K)])
+    gaps = np.linalg.norm(rgb[:, None] - rgb[None, :], axis=-1) + np.eye(K)
+    assert gaps.min() > 0.05  # no two classes share a colour (they did beyond ten)
+    neighbours = np.linalg.norm(rgb[1:] - rgb[:-1], axis=-1)  # adjacent labels differ most
+    assert neighbours.min() > 0.2
+
+
 @pytest.mark.parametrize("K", [3, 4])
 def test_certain_points_take_their_class_colour_and_chance_is_white(K):
     certain = torch.eye(K)  # (K, K): point c is class c for sure

@@ -127,12 +127,17 @@ def test_fewer_points_per_class_than_hidden_units_train_and_draw(tmp_path, tiny_
     assert [sv.shape[-1] for sv in spectra] == [2, 10, 10, 10]
 
 
-def test_hparams_show_the_regularizer_and_the_command_line_keys_first():
-    config = {"seed": 1, "mixup": {"alpha": 2.0, "layers": None}, "regularizer_name": "mixup"}
-    first = overridden_keys(["mixup.alpha=0.5", "regularizer=mixup", "+x=1", "hydra.run.dir=/a"])
-    assert first == ["mixup.alpha", "regularizer_name", "x"]
+def test_hparams_show_the_regularizer_data_set_seed_and_the_command_line_keys_first():
+    config = {"seed": 1, "mixup": {"alpha": 2.0, "layers": None}, "regularizer_name": "mixup",
+              "data": {"n_classes": 2, "name": "moons"}}  # fmt: skip
+    overrides = ["mixup.alpha=0.5", "regularizer=mixup", "+x=1", "hydra.run.dir=/a",
+                 "hydra/launcher=joblib", "data=moons"]  # fmt: skip
+    first = overridden_keys(overrides)
+    assert first == ["mixup.alpha", "regularizer_name", "x", "data.name"]
     hparams = tensorboard_hparams(config, first)
-    assert list(hparams) == ["regularizer_name", "mixup.alpha", "seed", "mixup.layers"]
+    assert list(hparams) == [
+        "regularizer_name", "data.name", "seed", "mixup.alpha", "mixup.layers", "data.n_classes"
+    ]  # fmt: skip
     assert hparams["mixup.layers"] == "None"  # TensorBoard takes no None or lists
 
 
