@@ -15,11 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins import TorchCheckpointIO
 
+from spiralmix import regularizers
 from spiralmix.atomic import write_json_atomic, write_torch_atomic
 from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
 from spiralmix.config import flatten
 from spiralmix.data import SpiralDataModule
-from spiralmix.evaluation import Evaluation
+from spiralmix.evaluation import Evaluation, EvaluationSettings
 from spiralmix.events import RunLogger
 from spiralmix.module import MixupClassifier
 from spiralmix.plan import RunPlan, plan_run
@@ -34,29 +35,28 @@ log = logging.getLogger("spiralmix")
 
 
 def build_module(members: list[DictConfig]) -> MixupClassifier:
-    """The LightningModule for these members: shared settings from the first, the
-    regularizer's settings (dropout, weight decay, mixup) one per member."""
+    """The LightningModule for these members: shared settings from the first, each
+    member's own regularizer (:func:`spiralmix.regularizers.build`)."""
     cfg = members[0]
     return MixupClassifier(
+        regularizers=[regularizers.build(m) for m in members],
         seeds=[m.seed for m in members],
         hidden_dims=list(cfg.model.hidden_dims),
-        p=[m.model.p for m in members],
         lr=cfg.model.lr,
-        weight_decay=[m.model.weight_decay for m in members],
-        mixup_enabled=[m.mixup.enabled for m in members],
-        mixup_alpha=[m.mixup.alpha for m in members],
-        mixup_layers=[None if m.mixup.layers is None else list(m.mixup.layers) for m in members],
         pairing=cfg.mixup.pairing,
         batch_size=cfg.data.batch_size,
         steps_per_call=cfg.trainer.steps_per_call,
         eval_every_n_steps=cfg.trainer.eval_every_n_steps,
         log_every_n_steps=cfg.trainer.log_every_n_steps,
-        ece_bins=cfg.evaluation.ece_bins,
-        flatten_fraction=cfg.evaluation.flatten_fraction,
-        grid_resolution=cfg.evaluation.grid_resolution,
+        evaluation=EvaluationSettings(
+            n_classes=cfg.data.n_classes,
+            grid_resolution=cfg.evaluation.grid_resolution,
+            ece_bins=cfg.evaluation.ece_bins,
+            flatten_fraction=cfg.evaluation.flatten_fraction,
+            ood_center=tuple(cfg.data.center),
+            ood_radius=cfg.data.radius,
+        ),
         n_classes=cfg.data.n_classes,
-        ood_center=list(cfg.data.center),
-        ood_radius=cfg.data.radius,
     )
 
 
