@@ -100,7 +100,8 @@ class Regularizer:
     def acts(cls) -> bool:
         """Whether the class changes the step at all (the step skips groups that do not)."""
         hooks = ("draw", "prepare", "targets", "at_layer", "loss")
-        return any(getattr(cls, name) is not getattr(Regularizer, name) for name in hooks)
+        own = [k for k in cls.__mro__ if issubclass(k, Regularizer) and k is not Regularizer]
+        return any(name in k.__dict__ for k in own for name in hooks)
 
 
 @dataclass
