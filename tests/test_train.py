@@ -24,7 +24,7 @@ def _without_timings(result: dict) -> dict:
 
 
 def test_same_config_and_seed_give_identical_results(tmp_path, tiny_config):
-    cfg = tiny_config("regularizer=mixup", "model.p=0.1")
+    cfg = tiny_config("regularizer=mixup", "regularizer.p=0.1")
     first = train(cfg, tmp_path / "a")[0]
     second = train(cfg, tmp_path / "b")[0]
     assert _without_timings(first) == _without_timings(second)
@@ -51,10 +51,13 @@ def test_vectorized_seed_trains_like_a_separate_run(tmp_path, tiny_config, regul
     assert member["history"] == alone["history"] and member["final"] == alone["final"]
 
     cfg = tiny_config(f"regularizer={regularizer}")
-    draws_together = build_module(members(cfg, [7, 8, 9]))._draw(chunk=2, n_steps=50)
-    draws_alone = build_module(members(cfg, [8]))._draw(chunk=2, n_steps=50)
-    for key, value in draws_alone.items():
-        assert torch.equal(draws_together[key][:, 1:2], value), key
+    together = build_module(members(cfg, [7, 8, 9])).ensemble.draw(chunk=2, n_steps=50)
+    alone = build_module(members(cfg, [8])).ensemble.draw(chunk=2, n_steps=50)
+    for group_together, group_alone in zip(together.groups, alone.groups, strict=True):
+        for key, value in group_alone.items():
+            assert torch.equal(group_together[key][:, 1:2], value), key
+    for mask_together, mask_alone in zip(together.masks or [], alone.masks or [], strict=True):
+        assert torch.equal(mask_together[:, 1:2], mask_alone)
 
 
 def test_non_finite_loss_stops_the_run_and_is_recorded(tmp_path, tiny_config):
@@ -76,7 +79,7 @@ def _event_steps(run_dir, tag: str, kind: str = "Scalars") -> list[int]:
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     args = [
-        "regularizer=mixup", "model.p=0.1", *TINY, "trainer.max_steps=1000",
+        "regularizer=mixup", "regularizer.p=0.1", *TINY, "trainer.max_steps=1000",
         "trainer.checkpoint_every_n_steps=200", "trainer.eval_every_n_steps=200",
     ]  # fmt: skip
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
