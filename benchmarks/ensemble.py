@@ -4,7 +4,8 @@
 
 Builds the module and data of ``python -m spiralmix regularizer=<r> seeds=[1..E]`` and times
 its training loop: every chunk's batches (``datamodule.chunk``), draws, optimizer steps and
-per-step TensorBoard scalars (:class:`spiralmix.step.EnsembleStep`; one event file per member); no evaluations or figures (the grid in benchmarks/run.py measures those).
+per-step TensorBoard scalars (:class:`spiralmix.step.EnsembleStep`; one event file per
+member); no evaluations or figures (the grid in benchmarks/run.py measures those).
 Prints one JSON object: steps/s, model-steps/s (steps/s × E), the matrix-product FLOPs of a
 step, and the FLOP rate of a plain batched matrix product of the model's largest layer shape
 for all members, the per-core peak that the achieved rate is set against.

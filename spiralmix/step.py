@@ -11,13 +11,14 @@ per ``training_step``; tests and benchmarks call it directly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from spiralmix import metrics
 from spiralmix.adamw import adamw_stepper
+from spiralmix.compat import foreach_mul_
 from spiralmix.model import MLPEnsemble
 from spiralmix.regularizers import Regularizer, StepContext
 from spiralmix.streams import stream
@@ -121,15 +122,17 @@ class EnsembleStep:
         device once per chunk. The dropout masks are views of buffers that the next call
         refills (:meth:`_mask_buffers`).
         """
-        S = self.steps_per_call  # always draw the whole chunk: the stream must not depend on n_steps
+        S = (
+            self.steps_per_call
+        )  # always draw the whole chunk: the stream must not depend on n_steps
         n_steps = S if n_steps is None else n_steps
         device = self.net.weights[0].device
         groups = []
         for group in self.groups:
-            per_member = [
-                r.draw(S, group.context, stream(self.seeds[e], r.stream, chunk) if r.stream else None)
-                for e, r in zip(group.members, group.regularizers)
-            ]  # fmt: skip
+            per_member = []
+            for e, r in zip(group.members, group.regularizers):
+                generator = stream(self.seeds[e], r.stream, chunk) if r.stream else None
+                per_member.append(r.draw(S, group.context, generator))
             groups.append(
                 {key: torch.stack([d[key] for d in per_member], 1)[:n_steps].to(device)
                  for key in per_member[0]}
@@ -163,7 +166,9 @@ class EnsembleStep:
         """The draws as the hooks use them (:meth:`Regularizer.prepare`), once per chunk."""
         if draws.prepared:
             return draws
-        groups = [g.cls.prepare(g.regularizers, d, g.context) for g, d in zip(self.groups, draws.groups)]
+        groups = [
+            g.cls.prepare(g.regularizers, d, g.context) for g, d in zip(self.groups, draws.groups)
+        ]
         return Draws(groups, draws.masks, prepared=True)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, draws: Draws) -> torch.Tensor:
@@ -176,13 +181,13 @@ class EnsembleStep:
         n_hidden = self.net.n_hidden
         active = list(zip(self.groups, draws.groups))
         for group, d in active:
-            y = _apply(group, y, lambda t: group.cls.targets(t, d, group.context))
+            y = _apply(group, y, group.cls.targets, (), (d, group.context))
         h = x
         for j in range(n_hidden + 1):
             if j > 0:
                 h = self.net(h, j - 1, j, masks)
             for group, d in active:
-                h = _apply(group, h, lambda t: group.cls.at_layer(j, t, d, group.context))
+                h = _apply(group, h, group.cls.at_layer, (j,), (d, group.context))
             if masks is not None and masks[0].shape[1] != h.shape[1]:  # rows were dropped
                 masks = [m[:, : h.shape[1]] for m in masks]
         rows = self.loss_rows(self.net(h, n_hidden), y)  # (E, N')
@@ -224,7 +229,7 @@ class EnsembleStep:
             grads = torch.autograd.grad(loss.sum(), params)
             if decay is not None:
                 with torch.no_grad():  # AdamW's decoupled decay, one rate per member
-                    torch._foreach_mul_(params, decay)
+                    foreach_mul_(params, decay)
             step(grads)
             losses[s] = loss.detach()
         return losses
@@ -265,9 +270,12 @@ class EnsembleStep:
             return torch.optim.AdamW(self.net.parameters(), **kwargs)
 
 
-def _apply(group: Group, t: torch.Tensor, hook) -> torch.Tensor:
-    """``hook`` on the group's members' rows of t (members on axis 0), the rest kept."""
+def _apply(
+    group: Group, t: torch.Tensor, hook: Callable, before: tuple, after: tuple
+) -> torch.Tensor:
+    """``hook(*before, rows, *after)`` on the group's members' rows of t (members on axis
+    0); the other members' rows are kept as they are."""
     if group.context.whole:
-        return hook(t)
+        return hook(*before, t, *after)
     index = group.index.to(t.device)
-    return t.index_copy(0, index, hook(t.index_select(0, index)))
+    return t.index_copy(0, index, hook(*before, t.index_select(0, index), *after))

@@ -350,6 +350,8 @@ def save_boundary(path: Path, evaluation: Evaluation, datamodule: SpiralDataModu
     """The final probability grid and the data of member e, for reports (tensors only).
 
     ``grid_p`` is (R²,), the probability of class 1, for two classes and (R², K) for K > 2.
+    Each tensor is a copy: ``torch.save`` writes a view's whole storage, which is every
+    member's.
     """
     data = {
         "step": torch.tensor(evaluation.step),
@@ -363,7 +365,8 @@ def save_boundary(path: Path, evaluation: Evaluation, datamodule: SpiralDataModu
             for t in ("X", "y")
         },
     }
-    write_torch_atomic(path, data)
+    data["spectra"] = [sv.clone() for sv in data["spectra"]]
+    write_torch_atomic(path, {k: v if k == "spectra" else v.clone() for k, v in data.items()})
 
 
 def lightning_accelerator(name: str) -> str:

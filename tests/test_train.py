@@ -159,3 +159,22 @@ def test_gpu_run_trains_like_the_cpu_run(tmp_path, tiny_config, regularizer):
     checkpoint = next((tmp_path / "gpu").rglob("last.ckpt"))
     state = torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]
     assert all(t.device.type == "cpu" for t in state.values())
+
+
+def test_a_members_boundary_file_holds_that_member_only(tmp_path, tiny_config):
+    """torch.save writes a view's whole storage: a member's boundary.pt must not carry its
+    neighbours' grids and data."""
+    train(tiny_config("seeds=[7,8,9]"), tmp_path / "e")
+    train(tiny_config("seed=8"), tmp_path / "s")
+    member, alone = tmp_path / "e" / "seed=8" / "boundary.pt", tmp_path / "s" / "boundary.pt"
+    assert abs(member.stat().st_size - alone.stat().st_size) < 512
+    mine, theirs = torch.load(member, weights_only=True), torch.load(alone, weights_only=True)
+    assert mine.keys() == theirs.keys()
+    for key in mine:
+        if key == "spectra":
+            assert [a.shape for a in mine[key]] == [b.shape for b in theirs[key]]
+        else:
+            assert mine[key].shape == theirs[key].shape, key
+            assert mine[key].untyped_storage().nbytes() == theirs[key].untyped_storage().nbytes()
+    for key in ("train_X", "train_y", "test_X", "test_y"):  # the member's own data set
+        assert torch.equal(mine[key], theirs[key]), key
