@@ -60,6 +60,12 @@ class MixupClassifier(pl.LightningModule):
     def n_members(self) -> int:
         return len(self.seeds)
 
+    @property
+    def member_runs(self) -> list:
+        """Each member's TensorBoard run (:class:`spiralmix.events.EnsembleLogger`); none
+        without a logger."""
+        return self.logger.members if self.logger is not None else []
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities for points x of shape (E, N, 2) or (N, 2) (same for all): of class 1,
         (E, N), for two classes; of each class, (E, N, K), for K > 2."""
@@ -81,8 +87,8 @@ class MixupClassifier(pl.LightningModule):
         steps, values = self.ensemble.scalars(
             first_step, losses, draws, self.hparams.log_every_n_steps
         )
-        for logger, member_values in zip(self.loggers, values):
-            logger.events.write_scalars(steps, member_values)
+        for run, member_values in zip(self.member_runs, values):
+            run.events.write_scalars(steps, member_values)
         self._record_failures(first_step, losses)
         last = self.global_step >= self.trainer.max_steps or self.trainer.should_stop
         if self.global_step % self.hparams.eval_every_n_steps == 0 or last:
@@ -116,8 +122,8 @@ class MixupClassifier(pl.LightningModule):
 
         step = self.global_step
         columns = {name: value.tolist() for name, value in record.metrics.items()}
-        for e, logger in enumerate(self.loggers):
-            logger.events.write_scalars([step], {name: [v[e]] for name, v in columns.items()})
+        for e, run in enumerate(self.member_runs):
+            run.events.write_scalars([step], {name: [v[e]] for name, v in columns.items()})
         self.history.append({"step": step, **columns})
         self.latest = record
         for callback in self.trainer.callbacks:

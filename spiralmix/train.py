@@ -21,7 +21,7 @@ from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
 from spiralmix.config import flatten
 from spiralmix.data import SpiralDataModule
 from spiralmix.evaluation import Evaluation, EvaluationSettings
-from spiralmix.events import RunLogger
+from spiralmix.events import EnsembleLogger, RunLogger
 from spiralmix.module import MixupClassifier
 from spiralmix.plan import RunPlan, plan_run
 from spiralmix.rundir import lock, unlock
@@ -221,7 +221,7 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
         devices=1,
         max_steps=cfg.trainer.max_steps,
         max_epochs=-1,
-        logger=loggers,
+        logger=EnsembleLogger(loggers, plan.run_dir),
         callbacks=[
             BoundaryImages(
                 [m.regularizer_name for m in members],
@@ -253,7 +253,7 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
             return failures.results or failures.record(err)
     if module.latest is None:  # killed after its last checkpoint, before the end
         # Evaluate again for boundary.pt (the same numbers), without logging them twice.
-        history, trainer.loggers = list(module.history), []
+        history, trainer.loggers = list(module.history), []  # module.member_runs: none
         module._evaluate_on_cpu()
         module.history = history
     wall = module.elapsed_s
