@@ -131,12 +131,14 @@ def test_fewer_points_per_class_than_hidden_units_train_and_draw(tmp_path, tiny_
 
 
 def test_hparams_show_the_regularizer_and_the_command_line_keys_first():
-    config = {"seed": 1, "mixup": {"alpha": 2.0, "layers": None}, "regularizer_name": "mixup"}
-    first = overridden_keys(["mixup.alpha=0.5", "regularizer=mixup", "+x=1", "hydra.run.dir=/a"])
-    assert first == ["mixup.alpha", "regularizer_name", "x"]
+    config = {"seed": 1, "regularizer": {"alpha": 2.0, "layers": None}, "regularizer_name": "mixup"}
+    first = overridden_keys(
+        ["regularizer.alpha=0.5", "regularizer=mixup", "+x=1", "hydra.run.dir=/a"]
+    )
+    assert first == ["regularizer.alpha", "regularizer_name", "x"]
     hparams = tensorboard_hparams(config, first)
-    assert list(hparams) == ["regularizer_name", "mixup.alpha", "seed", "mixup.layers"]
-    assert hparams["mixup.layers"] == "None"  # TensorBoard takes no None or lists
+    assert list(hparams) == ["regularizer_name", "regularizer.alpha", "seed", "regularizer.layers"]
+    assert hparams["regularizer.layers"] == "None"  # TensorBoard takes no None or lists
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="auto picks the GPU where there is one")
