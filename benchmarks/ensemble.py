@@ -3,9 +3,9 @@
     python benchmarks/ensemble.py --regularizer mixup --members 30 --steps 3000
 
 Builds the module and data of ``python -m spiralmix regularizer=<r> seeds=[1..E]`` and times
-its training loop: every chunk's batches (``datamodule.chunk``), draws (``module._draw``),
-optimizer steps (``module._train_chunk``) and per-step TensorBoard scalars (one event file
-per member); no evaluations or figures (the grid in benchmarks/run.py measures those).
+its training loop: every chunk's batches (``datamodule.chunk``), draws, optimizer steps and
+per-step TensorBoard scalars (:class:`spiralmix.step.EnsembleStep`; one event file per
+member); no evaluations or figures (the grid in benchmarks/run.py measures those).
 Prints one JSON object: steps/s, model-steps/s (steps/s × E), the matrix-product FLOPs of a
 step, and the FLOP rate of a plain batched matrix product of the model's largest layer shape
 for all members, the per-core peak that the achieved rate is set against.
@@ -75,10 +75,10 @@ def matmul_peak(members: int, rows: int, width: int, seconds: float = 1.0) -> fl
 def measure(regularizer: str, n_members: int, steps: int, overrides: list[str]) -> dict:
     torch.set_num_threads(1)
     cfgs = members(regularizer, n_members, overrides)
-    datamodule, module = build_datamodule(cfgs), build_module(cfgs)
+    datamodule, ensemble = build_datamodule(cfgs), build_module(cfgs).ensemble
     datamodule.setup()
-    optimizer = module.configure_optimizers()
-    S = module.hparams.steps_per_call
+    optimizer = ensemble.optimizer()
+    S = ensemble.steps_per_call
     n_chunks = max(1, math.ceil(steps / S))
 
     # Per-step scalars go to real event files, one per member, as in a run.
@@ -87,9 +87,11 @@ def measure(regularizer: str, n_members: int, steps: int, overrides: list[str]) 
 
     def chunk(index: int) -> None:
         batch = datamodule.chunk(index)
-        draws = module._draw(index, S)
-        losses = module._train_chunk(batch["x"], batch["y"], draws, optimizer)
-        module._log_steps(index * S, losses, draws, loggers)
+        draws = ensemble.draw(index, S)
+        losses = ensemble.train_chunk(batch["x"], batch["y"], draws, optimizer)
+        steps, values = ensemble.scalars(index * S, losses, draws)
+        for logger, member_values in zip(loggers, values):
+            logger.events.write_scalars(steps, member_values)
 
     chunk(0)  # warm-up: first-call allocations, the optimizer's state
     start, cpu = time.perf_counter(), time.process_time()
@@ -100,10 +102,9 @@ def measure(regularizer: str, n_members: int, steps: int, overrides: list[str]) 
         logger.finalize("success")
     shutil.rmtree(log_dir)
     measured = n_chunks * S
-    hp = module.hparams
-    rows = 2 * hp.batch_size if hp.pairing == "halves" else hp.batch_size
-    flops = step_flops(module.net.dims, n_members, rows)
-    width = max(module.net.dims[1:-1])
+    rows = ensemble.rows
+    flops = step_flops(ensemble.net.dims, n_members, rows)
+    width = max(ensemble.net.dims[1:-1])
     peak = matmul_peak(n_members, rows, width)
     steps_per_s = measured / wall
     return {
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--regularizer", default="mixup")
     parser.add_argument("--members", type=int, default=30)
     parser.add_argument("--steps", type=int, default=3000, help="timed steps (whole chunks)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. mixup.alpha=1")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. regularizer.alpha=1")
     args = parser.parse_args(argv)
     result = measure(args.regularizer, args.members, args.steps, args.overrides)
     json.dump(result, sys.stdout, indent=2)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from spiralmix.compat import fused_adamw_kernel
+from spiralmix.compat import foreach_add_, fused_adamw_kernel
 
 Stepper = Callable[[Sequence[torch.Tensor]], None]
 
@@ -91,7 +91,7 @@ def adamw_stepper(optimizer: torch.optim.Optimizer, n_members: int = 1) -> Stepp
 
     def step_fused(grads: Sequence[torch.Tensor]) -> None:
         # What AdamW.step does for one device and dtype (torch.optim.adam._fused_adam).
-        torch._foreach_add_(steps, 1)
+        foreach_add_(steps, 1)
         kernel(
             kernel_params, pieces(grads), exp_avgs, exp_avg_sqs, [], kernel_steps,
             amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,

@@ -42,7 +42,7 @@ class BoundaryImages(pl.Callback, EvaluationListener):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = trainer.datamodule
         if trainer.global_step == 0:
-            for e, (logger, seed) in enumerate(zip(trainer.loggers, pl_module.seeds)):
+            for e, (logger, seed) in enumerate(zip(pl_module.member_runs, pl_module.seeds)):
                 title = f"test data · {self.labels[e]} · seed {seed}"
                 fig = plots.data_figure(dm.test_X[e], dm.test_y[e], title, self.n_classes)
                 logger.experiment.add_figure("boundary/test_data", fig, 0)
@@ -60,7 +60,7 @@ class BoundaryImages(pl.Callback, EvaluationListener):
                 self._make_panels(evaluation, dm, pl_module.hparams.hidden_dims, e, reliability)
                 for e in range(len(self.labels))
             ]
-        for e, (logger, seed) in enumerate(zip(trainer.loggers, pl_module.seeds)):
+        for e, (logger, seed) in enumerate(zip(pl_module.member_runs, pl_module.seeds)):
             panels = self._panels[e]
             title = f"{self.labels[e]} · seed {seed} · step {step:,}"
             grid_p = evaluation.grid_p[e]
@@ -127,7 +127,7 @@ class HparamsWithResults(pl.Callback, EvaluationListener):
         self._final = evaluation.metrics
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        for e, (logger, params) in enumerate(zip(trainer.loggers, self.member_hparams)):
+        for e, (logger, params) in enumerate(zip(pl_module.member_runs, self.member_hparams)):
             results = {k: v[e].item() for k, v in self._final.items() if k.startswith("test/")}
             writer = event_file_writer(logger.experiment)
             for summary in hparams_summaries(params, results):  # experiment, start, end

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -46,17 +47,27 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     hidden_dims: list[int] = MISSING
-    p: float = MISSING  # dropout probability after each hidden layer
     lr: float = MISSING  # AdamW learning rate
-    weight_decay: float = MISSING  # AdamW (decoupled) weight decay
+    p: Any = None  # moved to regularizer.p (see MOVED_KEYS)
+    weight_decay: Any = None  # moved to regularizer.weight_decay
 
 
 @dataclass
 class MixupConfig:
-    enabled: bool = MISSING
-    alpha: float = MISSING  # λ ~ Beta(alpha, alpha)
-    layers: list[int] | None = MISSING  # inclusive [k_min, k_max]; null = 0..n_hidden
-    pairing: str = MISSING  # halves | permute
+    pairing: str = MISSING  # halves | permute: how a step pairs points (all members)
+    enabled: Any = None  # moved: the regularizer preset (regularizer=mixup)
+    alpha: Any = None  # moved to regularizer.alpha
+    layers: Any = None  # moved to regularizer.layers
+
+
+# Keys that regularizer plugins took over: a setting of one names its new place.
+MOVED_KEYS = {
+    "model.p": "regularizer.p",
+    "model.weight_decay": "regularizer.weight_decay",
+    "mixup.enabled": "regularizer=<preset> (conf/regularizer/)",
+    "mixup.alpha": "regularizer.alpha",
+    "mixup.layers": "regularizer.layers",
+}
 
 
 @dataclass
@@ -85,6 +96,9 @@ class Config:
     seeds: list[int] | None = MISSING  # several seeds trained side by side in one process
     regularizers: list[str] | None = MISSING  # several regularizer presets side by side
     regularizer_name: str = MISSING  # set by the regularizer preset; titles and reports
+    # The member's regularizer: _target_ (its class) and that class's own keys, checked by
+    # spiralmix.regularizers.build.
+    regularizer: dict[str, Any] = field(default_factory=dict)
     resume: str | None = MISSING  # a run directory to continue
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -302,21 +316,19 @@ def validate(cfg: DictConfig) -> None:
         list(m.hidden_dims),
         "must be a non-empty list of positive sizes",
     )
-    _require(0 <= m.p < 1, "model.p", m.p, "dropout probability must be in [0, 1)")
     _require(m.lr > 0, "model.lr", m.lr, "must be > 0")
-    _require(m.weight_decay >= 0, "model.weight_decay", m.weight_decay, "must be >= 0")
-
-    _require(mx.alpha > 0, "mixup.alpha", mx.alpha, "must be > 0")
-    n_hidden = len(m.hidden_dims)
-    if mx.layers is not None:
-        layers = list(mx.layers)
-        _require(
-            len(layers) == 2 and 0 <= layers[0] <= layers[1] <= n_hidden,
-            "mixup.layers",
-            layers,
-            f"must be [k_min, k_max] with 0 <= k_min <= k_max <= {n_hidden} "
-            "(0 = input, i = output of hidden layer i)",
-        )
+    for key, new in MOVED_KEYS.items():
+        group, name = key.split(".")
+        value = cfg[group][name]
+        _require(value is None, key, value, f"is now {new}")
+    # Every regularizer's two settings, checked here without importing its class (and torch);
+    # a class checks its own keys when it is built (spiralmix.regularizers.build).
+    r = cfg.regularizer
+    p, decay = r.get("p", 0.0), r.get("weight_decay", 0.0)
+    _require(isinstance(p, (int, float)) and 0 <= p < 1, "regularizer.p", p,
+             "dropout probability must be in [0, 1)")  # fmt: skip
+    _require(isinstance(decay, (int, float)) and decay >= 0, "regularizer.weight_decay", decay,
+             "must be >= 0")  # fmt: skip
 
     for key in (
         "max_steps",

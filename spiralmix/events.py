@@ -25,10 +25,12 @@ import time
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import google_crc32c
 import numpy as np
-from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.loggers import Logger, TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 
@@ -194,3 +196,67 @@ class RunLogger(TensorBoardLogger):
         super().finalize(status)
         if self._events is not None:
             self._events.close()
+
+
+class EnsembleLogger(Logger):
+    """The one Lightning logger of an ensemble: it owns each member's :class:`RunLogger`
+    (``members[e]``: member e's TensorBoard run), so ``trainer.loggers`` has one entry.
+
+    ``self.log`` in the module lands in the member's run when there is one member; with
+    several, one number has no run to go to, and it raises instead of writing the same
+    number into every member's run. Per-member numbers go through ``members[e]``. Every
+    checkpoint flushes every member's event files, so a kill loses no event at or before
+    the checkpointed step.
+    """
+
+    def __init__(self, members: Sequence[RunLogger], save_dir: str | Path) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member's logger")
+        self.members = list(members)
+        self._save_dir = str(save_dir)
+
+    @property
+    def name(self) -> str:
+        return ""
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def experiment(self) -> list:
+        """Each member's ``SummaryWriter``."""
+        return [member.experiment for member in self.members]
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if len(self.members) > 1:
+            raise ValueError(
+                f"self.log({', '.join(map(repr, metrics))}) logs one number for an ensemble of "
+                f"{len(self.members)} members; write member e's value through "
+                "trainer.logger.members[e] (spiralmix.events.EnsembleLogger)"
+            )
+        self.members[0].log_metrics(metrics, step)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        for member in self.members:
+            member.log_hyperparams(params, *args, **kwargs)
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        self.save()
+
+    @rank_zero_only
+    def save(self) -> None:
+        for member in self.members:
+            member.save()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        for member in self.members:
+            member.finalize(status)

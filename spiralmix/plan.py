@@ -20,12 +20,11 @@ from spiralmix.config import Config, ConfigError, flatten, validate
 from spiralmix.memory import check_memory
 from spiralmix.rundir import Checkpoint, finished_metrics, readable_checkpoint
 
-# What a regularizer preset may change between members of one process; everything else
-# (data, model size, learning rate, pairing, trainer, evaluation) is shared.
-PER_MEMBER_KEYS = (
-    "seed", "seeds", "regularizer_name", "regularizers", "resume",
-    "model.p", "model.weight_decay", "mixup.enabled", "mixup.alpha", "mixup.layers",
-)  # fmt: skip
+# What may differ between members of one process: the seed and the regularizer (its class
+# and every key of it); everything else (data, model size, learning rate, pairing, trainer,
+# evaluation) is shared.
+PER_MEMBER_KEYS = ("seed", "seeds", "regularizer_name", "regularizers", "resume")
+PER_MEMBER_PREFIX = "regularizer."
 MEMBER_OVERRIDES = ("regularizer", "regularizers", "seed", "seeds", "resume")
 # Settings a run may change when it continues in its folder: they do not change results.
 FREE_ON_RESUME = ("resume", "trainer.progress_bar", "trainer.torch_threads")
@@ -59,12 +58,16 @@ def plan_run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] = ()) ->
     else:
         presets = [_compose_preset(name, overrides) for name in cfg.regularizers]
     seeds = list(cfg.seeds) if cfg.seeds is not None else [cfg.seed]
+    # Here, not at the top: a plugin's module imports torch, which a refusal never needs.
+    from spiralmix import regularizers
+
     members = []
     for preset in presets:
         for seed in seeds:
             member = preset.copy()
             member.seed, member.seeds, member.regularizers = seed, None, None
             validate(member)
+            regularizers.build(member)  # its own keys, checked by its class
             members.append(member)
     _check_shared(members)
     check_memory(members)
@@ -129,11 +132,12 @@ def _check_shared(members: list[DictConfig]) -> None:
     first = _settings(members[0])
     for member in members[1:]:
         for key, value in _settings(member).items():
-            if key not in PER_MEMBER_KEYS and value != first[key]:
+            shared = key not in PER_MEMBER_KEYS and not key.startswith(PER_MEMBER_PREFIX)
+            if shared and value != first.get(key):
                 raise ConfigError(
                     "regularizers", member.regularizer_name,
                     f"changes {key} ({first[key]!r} → {value!r}); runs trained side by side "
-                    "may differ only in " + ", ".join(PER_MEMBER_KEYS[5:]),
+                    "may differ only in seed and regularizer.*",
                 )  # fmt: skip
 
 

@@ -15,12 +15,13 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins import TorchCheckpointIO
 
+from spiralmix import regularizers
 from spiralmix.atomic import write_json_atomic, write_torch_atomic
 from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
 from spiralmix.config import dataset_label, flatten
 from spiralmix.data import SpiralDataModule
-from spiralmix.evaluation import Evaluation
-from spiralmix.events import RunLogger
+from spiralmix.evaluation import Evaluation, EvaluationSettings
+from spiralmix.events import EnsembleLogger, RunLogger
 from spiralmix.hparams import LEADING, Hparams
 from spiralmix.module import MixupClassifier
 from spiralmix.plan import RunPlan, plan_run
@@ -36,29 +37,28 @@ log = logging.getLogger("spiralmix")
 
 
 def build_module(members: list[DictConfig]) -> MixupClassifier:
-    """The LightningModule for these members: shared settings from the first, the
-    regularizer's settings (dropout, weight decay, mixup) one per member."""
+    """The LightningModule for these members: shared settings from the first, each
+    member's own regularizer (:func:`spiralmix.regularizers.build`)."""
     cfg = members[0]
     return MixupClassifier(
+        regularizers=[regularizers.build(m) for m in members],
         seeds=[m.seed for m in members],
         hidden_dims=list(cfg.model.hidden_dims),
-        p=[m.model.p for m in members],
         lr=cfg.model.lr,
-        weight_decay=[m.model.weight_decay for m in members],
-        mixup_enabled=[m.mixup.enabled for m in members],
-        mixup_alpha=[m.mixup.alpha for m in members],
-        mixup_layers=[None if m.mixup.layers is None else list(m.mixup.layers) for m in members],
         pairing=cfg.mixup.pairing,
         batch_size=cfg.data.batch_size,
         steps_per_call=cfg.trainer.steps_per_call,
         eval_every_n_steps=cfg.trainer.eval_every_n_steps,
         log_every_n_steps=cfg.trainer.log_every_n_steps,
-        ece_bins=cfg.evaluation.ece_bins,
-        flatten_fraction=cfg.evaluation.flatten_fraction,
-        grid_resolution=cfg.evaluation.grid_resolution,
+        evaluation=EvaluationSettings(
+            n_classes=cfg.data.n_classes,
+            grid_resolution=cfg.evaluation.grid_resolution,
+            ece_bins=cfg.evaluation.ece_bins,
+            flatten_fraction=cfg.evaluation.flatten_fraction,
+            ood_center=tuple(cfg.data.center),
+            ood_radius=cfg.data.radius,
+        ),
         n_classes=cfg.data.n_classes,
-        ood_center=list(cfg.data.center),
-        ood_radius=cfg.data.radius,
     )
 
 
@@ -223,7 +223,7 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
         devices=1,
         max_steps=cfg.trainer.max_steps,
         max_epochs=-1,
-        logger=loggers,
+        logger=EnsembleLogger(loggers, plan.run_dir),
         callbacks=[
             BoundaryImages(  # titles: moons · mixup · seed 1 · step 2,500
                 [
@@ -261,7 +261,7 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
             return failures.results or failures.record(err)
     if module.latest is None:  # killed after its last checkpoint, before the end
         # Evaluate again for boundary.pt (the same numbers), without logging them twice.
-        history, trainer.loggers = list(module.history), []
+        history, trainer.loggers = list(module.history), []  # module.member_runs: none
         module._evaluate_on_cpu()
         module.history = history
     wall = module.elapsed_s
@@ -358,6 +358,8 @@ def save_boundary(path: Path, evaluation: Evaluation, datamodule: SpiralDataModu
     """The final probability grid and the data of member e, for reports (tensors only).
 
     ``grid_p`` is (R²,), the probability of class 1, for two classes and (R², K) for K > 2.
+    Each tensor is a copy: ``torch.save`` writes a view's whole storage, which is every
+    member's.
     """
     data = {
         "step": torch.tensor(evaluation.step),
@@ -371,7 +373,8 @@ def save_boundary(path: Path, evaluation: Evaluation, datamodule: SpiralDataModu
             for t in ("X", "y")
         },
     }
-    write_torch_atomic(path, data)
+    data["spectra"] = [sv.clone() for sv in data["spectra"]]
+    write_torch_atomic(path, {k: v if k == "spectra" else v.clone() for k, v in data.items()})
 
 
 def lightning_accelerator(name: str) -> str:

@@ -28,7 +28,7 @@ def test_preset_composes_three_regularizers_with_a_2_unit_bottleneck():
     assert list(cfg.seeds) == [123]
     # hidden_mixup's upper layer still counts the hidden layers, the bottleneck included.
     hidden = compose_config(["experiment=bottleneck", "regularizer=hidden_mixup"])
-    assert OmegaConf.to_container(hidden.mixup, resolve=True)["layers"] == [1, 3]
+    assert OmegaConf.to_container(hidden.regularizer, resolve=True)["layers"] == [1, 3]
 
 
 def test_bottleneck_run_logs_the_hidden_space_of_each_member_at_every_evaluation(tmp_path):
@@ -54,7 +54,7 @@ def test_hidden_codes_are_the_training_points_after_the_last_hidden_layer():
     runs = members(cfg, [1, 2])
     module, dm = build_module(runs), build_datamodule(runs)
     dm.setup()
-    module.trainer = SimpleNamespace(datamodule=dm, global_step=0, loggers=[], callbacks=[])
+    module.trainer = SimpleNamespace(datamodule=dm, global_step=0, logger=None, callbacks=[])
     latest = module.evaluate()
     with torch.no_grad():
         codes = module.net(dm.train_X, 0, module.net.n_hidden)

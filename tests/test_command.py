@@ -147,14 +147,14 @@ def test_an_unknown_preset_in_regularizers_lists_the_available_ones(tmp_path, ca
 
 def test_a_bad_override_is_refused_without_importing_torch_lightning_or_matplotlib(tmp_path):
     probe = (
-        "import sys\nfrom spiralmix.__main__ import cli\ntry:\n    cli(['model.p=1.5'])\n"
+        "import sys\nfrom spiralmix.__main__ import cli\ntry:\n    cli(['regularizer.p=1.5'])\n"
         "except SystemExit as e:\n    code = e.code\n"
         "print(code, [m for m in ('torch', 'pytorch_lightning', 'matplotlib') if m in sys.modules])"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             cwd=tmp_path, timeout=60)  # fmt: skip
     assert result.stdout.strip() == "2 []", result.stderr
-    assert "model.p=1.5" in result.stderr
+    assert "regularizer.p=1.5" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.compat.proto.summary_pb2 import Summary
 
 from spiralmix import compat
+from spiralmix.adamw import VECTOR_FLOATS
 from tests.conftest import compose_config
 
 
@@ -122,3 +123,25 @@ def test_hydra_error_wording_gives_short_lines(override, expected):
     except compat.LibraryChanged as err:
         pytest.fail(str(err))
     assert expected in text and "\n" not in text, f"{installed('hydra-core')}: {text!r}"
+
+
+def test_foreach_ops_are_there_and_compute_what_they_say():
+    tensors = [torch.ones(3), torch.full((2,), 2.0)]
+    compat.foreach_mul_(tensors, [torch.tensor(3.0), torch.tensor(0.5)])
+    compat.foreach_add_(tensors, 1)
+    assert tensors[0].tolist() == [4.0] * 3 and tensors[1].tolist() == [2.0] * 2
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        lambda: compat.check_adamw_vector_width(VECTOR_FLOATS),
+        compat.check_one_column_products,
+        compat.check_mixing_arithmetic,
+    ],
+    ids=["adamw_vector_width", "one_column_products", "mixing_arithmetic"],
+)
+def test_exactness_assumptions_hold_for_this_torch(check):
+    """Members equal their runs alone only while these hold; each fails naming torch and
+    its version (compat.LibraryChanged)."""
+    check()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from spiralmix.config import ConfigError, register, split_sizes, swept_dirname, validate
+from spiralmix import regularizers
+from spiralmix.config import MOVED_KEYS, ConfigError, register, split_sizes, swept_dirname, validate
 from spiralmix.data import SpiralDataModule
 
 CONF_DIR = str(Path(__file__).parents[1] / "conf")
@@ -69,36 +71,34 @@ def test_defaults_are_the_reference_experiment(make_cfg):
     assert cfg.data.n_samples == 1000 and cfg.data.batch_size == 32
     assert split_sizes(cfg) == {"train": 100, "val": 0, "test": 900}
     assert list(cfg.model.hidden_dims) == [32, 32, 32]
-    assert cfg.model.lr == 1e-3 and cfg.model.weight_decay == 0 and cfg.model.p == 0
-    assert cfg.mixup.enabled is False and cfg.mixup.alpha == 2.0
+    assert cfg.model.lr == 1e-3 and cfg.regularizer.weight_decay == 0 and cfg.regularizer.p == 0
+    assert cfg.regularizer._target_ == "spiralmix.regularizers.Regularizer"
     assert cfg.trainer.max_steps == 100_000 and cfg.trainer.eval_every_n_steps == 2500
 
 
 def test_weight_decay_preset(make_cfg):
     cfg = make_cfg("regularizer=weight_decay")
-    assert cfg.model.weight_decay == 0.6
-    assert cfg.model.p == 0 and cfg.mixup.enabled is False
+    assert cfg.regularizer.weight_decay == 0.6 and cfg.regularizer.p == 0
+    assert cfg.regularizer._target_ == "spiralmix.regularizers.WeightDecay"
 
 
 def test_dropout_preset(make_cfg):
     cfg = make_cfg("regularizer=dropout")
-    assert cfg.model.p == 0.2
-    assert cfg.model.weight_decay == 0 and cfg.mixup.enabled is False
+    assert cfg.regularizer.p == 0.2 and cfg.regularizer.weight_decay == 0
+    assert cfg.regularizer._target_ == "spiralmix.regularizers.Dropout"
 
 
 def test_mixup_preset_mixes_at_every_layer(make_cfg):
     cfg = make_cfg("regularizer=mixup")
-    assert cfg.mixup.enabled is True and cfg.mixup.layers is None
-    # null means 0..n_hidden: the LightningModule resolves it.
-    from spiralmix.module import MixupClassifier
-
-    module = MixupClassifier(hidden_dims=list(cfg.model.hidden_dims), mixup_layers=None)
-    assert module.mixup_layers == [(0, 3)]
+    assert cfg.regularizer._target_ == "spiralmix.regularizers.Mixup"
+    assert cfg.regularizer.layers is None and cfg.regularizer.alpha == 2.0
+    # null means 0..n_hidden: the regularizer resolves it.
+    assert regularizers.build(cfg).layer_range(n_hidden=3) == (0, 3)
 
 
 def test_input_mixup_preset(make_cfg):
     cfg = make_cfg("regularizer=input_mixup")
-    assert cfg.mixup.enabled is True and list(cfg.mixup.layers) == [0, 0]
+    assert list(regularizers.build(cfg).layers) == [0, 0]
 
 
 @pytest.mark.parametrize(
@@ -109,10 +109,9 @@ def test_hidden_mixup_preset_follows_the_depth(make_cfg, hidden_dims, layers):
     if hidden_dims is not None:
         overrides.append(f"model.hidden_dims={hidden_dims}")
     cfg = make_cfg(*overrides)
-    assert cfg.mixup.enabled is True
-    assert list(cfg.mixup.layers) == layers
-    assert all(isinstance(k, int) for k in cfg.mixup.layers)
     validate(cfg)
+    built = regularizers.build(cfg)
+    assert list(built.layers) == layers and all(isinstance(k, int) for k in built.layers)
 
 
 def test_debug_trainer_validates(make_cfg):
@@ -129,7 +128,7 @@ def test_misspelt_key_is_rejected_with_its_name(make_cfg):
         make_cfg("data.n_sample=3")
 
 
-@pytest.mark.parametrize("override", ["seed=abc", "mixup.enabled=maybe"])
+@pytest.mark.parametrize("override", ["seed=abc", "mixup.pairing=[1]"])
 def test_wrong_type_is_rejected(make_cfg, override):
     key = override.split("=")[0].split(".")[-1]
     with pytest.raises((ConfigCompositionException, OmegaConfBaseException)) as info:
@@ -191,7 +190,6 @@ def test_validate_rejects_a_bad_command_line_override(make_cfg, override, key):
         ["data.batch_size=60", "mixup.pairing=permute"],
         ["data.batch_size=50"],
         ["seeds=[1,2,3]"],
-        ["model.p=0.0", "mixup.layers=[3,3]"],
         ["data.test_fraction=0.8", "data.val_fraction=0.1"],
     ],
 )
@@ -317,3 +315,42 @@ def test_job_folder_names_only_what_the_sweep_varies(tmp_path):
 def test_gpu_without_cuda_is_rejected(make_cfg):
     with pytest.raises(ConfigError, match="trainer.accelerator='gpu' is invalid: no CUDA"):
         validate(make_cfg("trainer.accelerator=gpu"))
+
+
+# --- regularizer plugins -----------------------------------------------------------------------
+
+BAD_REGULARIZER_VALUES = [
+    (["regularizer=dropout", "regularizer.p=1.0"], "regularizer.p"),
+    (["regularizer.p=-0.1"], "regularizer.p"),
+    (["regularizer.weight_decay=-1"], "regularizer.weight_decay"),
+    (["regularizer=mixup", "regularizer.alpha=0"], "regularizer.alpha"),
+    (["regularizer=mixup", "regularizer.layers=[2,1]"], "regularizer.layers"),
+    (["regularizer=mixup", "regularizer.layers=[0,4]"], "regularizer.layers"),
+    (["regularizer=mixup", "regularizer.layers=[1]"], "regularizer.layers"),
+    (["+regularizer.alpha=1"], "regularizer.alpha"),  # not a setting of the none preset
+    (["regularizer._target_=spiralmix.nothing.Here"], "regularizer._target_"),
+    (["regularizer._target_=spiralmix.step.EnsembleStep"], "regularizer._target_"),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    BAD_REGULARIZER_VALUES,
+    ids=[" ".join(o) for o, _ in BAD_REGULARIZER_VALUES],
+)
+def test_regularizer_rejects_bad_values_naming_the_key(make_cfg, overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        regularizers.build(make_cfg(*overrides))
+
+
+@pytest.mark.parametrize(("moved", "new"), list(MOVED_KEYS.items()))
+def test_a_moved_key_names_its_new_place(with_overrides, moved, new):
+    value = "true" if moved == "mixup.enabled" else "0.5"
+    with pytest.raises(ConfigError, match=re.escape(new)) as info:
+        validate(with_overrides(f"{moved}={value}"))
+    assert info.value.key == moved
+
+
+def test_regularizer_accepts_edge_values(make_cfg):
+    built = regularizers.build(make_cfg("regularizer=mixup", "regularizer.layers=[3,3]"))
+    assert built.layer_range(3) == (3, 3) and built.p == 0.0

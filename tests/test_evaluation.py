@@ -86,7 +86,7 @@ class Recorder(EvaluationListener):
 def test_the_module_hands_each_evaluation_to_listeners():
     _, module, dm = _setup()
     recorder = Recorder()
-    module.trainer = SimpleNamespace(datamodule=dm, global_step=0, loggers=[],
+    module.trainer = SimpleNamespace(datamodule=dm, global_step=0, logger=None,
                                      callbacks=[object(), recorder])  # fmt: skip
     record = module.evaluate()
     assert recorder.steps == [0] and module.latest is record

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 from torch.utils.tensorboard.summary import image as tb_image
 
 from spiralmix.events import (
+    EnsembleLogger,
     RunLogger,
     encode_image_event,
     encode_png,
@@ -116,3 +118,56 @@ def test_run_logger_writes_per_step_scalars_that_tensorboard_reads(tmp_path):
     decoded = np.asarray(Image.open(io.BytesIO(figure.encoded_image_string)))
     assert figure.step == 500 and np.array_equal(decoded, _figure_like())
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2  # Lightning's, and ours
+
+
+def _scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+    }
+
+
+def test_one_member_ensemble_logger_puts_self_log_into_the_members_run(tmp_path):
+    run = RunLogger(save_dir=tmp_path, name="", version="")
+    logger = EnsembleLogger([run], tmp_path)
+    logger.log_metrics({"custom/value": 2.5}, step=7)
+    logger.finalize("success")
+    assert _scalars(tmp_path)["custom/value"] == [(7, 2.5)]
+
+
+def test_ensemble_logger_refuses_one_number_for_several_members(tmp_path):
+    runs = [RunLogger(save_dir=tmp_path / str(e), name="", version="") for e in range(2)]
+    logger = EnsembleLogger(runs, tmp_path)
+    with pytest.raises(ValueError, match=r"'custom/value'.*2 members.*members\[e\]"):
+        logger.log_metrics({"custom/value": 2.5}, step=7)
+    logger.finalize("success")
+    assert all("custom/value" not in _scalars(tmp_path / str(e)) for e in range(2))
+
+
+def test_a_checkpoint_flushes_every_members_events(tmp_path):
+    """What was written up to a checkpoint is on disk before the process could be killed."""
+    runs = [RunLogger(save_dir=tmp_path / str(e), name="", version="") for e in range(2)]
+    logger = EnsembleLogger(runs, tmp_path)
+    for e, run in enumerate(runs):
+        run.events.write_scalars([1, 2], {"train/loss": [0.5 + e, 0.25 + e]})
+    logger.after_save_checkpoint(None)  # what ModelCheckpoint calls after each save
+    for e in range(2):  # read while the files are still open, as after a kill
+        assert _scalars(tmp_path / str(e))["train/loss"] == [(1, 0.5 + e), (2, 0.25 + e)]
+    logger.finalize("success")
+
+
+def test_a_run_has_one_lightning_logger_for_all_members(tmp_path, tiny_config, monkeypatch):
+    import spiralmix.train as train_module
+
+    seen = []
+
+    class RunConfigsAndLoggers(train_module.RunConfigsInCheckpoints):
+        def on_train_start(self, trainer, pl_module):
+            seen.extend(trainer.loggers)
+
+    monkeypatch.setattr(train_module, "RunConfigsInCheckpoints", RunConfigsAndLoggers)
+    train_module.train(tiny_config("seeds=[1,2,3]"), tmp_path)
+    (logger,) = seen
+    assert isinstance(logger, EnsembleLogger) and len(logger.members) == 3
+    assert [Path(m.log_dir) for m in logger.members] == [tmp_path / f"seed={s}" for s in (1, 2, 3)]

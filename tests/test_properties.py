@@ -8,7 +8,7 @@ import tempfile
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from spiralmix.config import ConfigError, flatten, split_sizes, validate
 from spiralmix.plan import plan_run
@@ -34,9 +34,9 @@ def valid_configs(draw):
     cfg.data.n_classes = K
     hidden = draw(st.lists(st.integers(2, 12), min_size=1, max_size=3))
     cfg.model.hidden_dims = hidden
-    cfg.model.p = draw(st.floats(0.0, 0.8))
+    cfg.regularizer.p = draw(st.floats(0.0, 0.8))
     cfg.model.lr = draw(st.floats(1e-4, 1e-2))
-    cfg.model.weight_decay = draw(st.floats(0.0, 1.0))
+    cfg.regularizer.weight_decay = draw(st.floats(0.0, 1.0))
     cfg.data.n_samples = K * draw(st.integers(30, 200))
     cfg.data.noise = draw(st.floats(0.0, 0.3))
     if name == "spirals":
@@ -48,10 +48,13 @@ def valid_configs(draw):
     if name == "blobs":
         cfg.data.spread = draw(st.floats(0.05, 2.0))
     cfg.data.test_fraction = draw(st.floats(0.2, 0.8))
-    cfg.mixup.enabled = draw(st.booleans())
-    cfg.mixup.alpha = draw(st.floats(0.05, 5.0))
-    k_min = draw(st.integers(0, len(hidden)))
-    cfg.mixup.layers = draw(st.sampled_from([None, [k_min, draw(st.integers(k_min, len(hidden)))]]))
+    if draw(st.booleans()):
+        k_min = draw(st.integers(0, len(hidden)))
+        k_max = draw(st.integers(k_min, len(hidden)))
+        with open_dict(cfg.regularizer):
+            cfg.regularizer._target_ = "spiralmix.regularizers.Mixup"
+            cfg.regularizer.alpha = draw(st.floats(0.05, 5.0))
+            cfg.regularizer.layers = draw(st.sampled_from([None, [k_min, k_max]]))
     cfg.mixup.pairing = draw(st.sampled_from(["halves", "permute"]))
     per_step = 2 if cfg.mixup.pairing == "halves" else 1
     cfg.data.batch_size = draw(st.integers(1, split_sizes(cfg)["train"] // per_step))
@@ -92,6 +95,10 @@ BREAKERS = {
     "model.lr": st.floats(-10.0, 0.0),
     "model.weight_decay": st.floats(-10.0, -1e-6),
     "mixup.alpha": st.floats(-10.0, 0.0),
+    "mixup.enabled": st.booleans(),  # moved: any value names its new place
+    "regularizer.p": st.one_of(st.floats(1.0, 10.0), st.floats(-10.0, -1e-6)),
+    "regularizer.weight_decay": st.floats(-10.0, -1e-6),
+    "regularizer._target_": st.sampled_from(["no.such.Class", "spiralmix.step.EnsembleStep"]),
     "mixup.layers": st.one_of(
         st.tuples(st.integers(1, 3), st.integers(0, 0)).map(list),
         st.tuples(st.integers(0, 3), st.integers(4, 50)).map(list),
@@ -128,7 +135,6 @@ ANY_VALUE_OK = {
     "seed": "any integer names a stream (hashed)",
     "regularizer_name": "a title set by the regularizer preset",
     "data.name": "a title: the data set's name in reports and folders",
-    "mixup.enabled": "a bool",
     "trainer.progress_bar": "a bool or null (null: decided by the terminal)",
     "evaluation.diagnostic_figures": "a bool",
 }

@@ -120,7 +120,7 @@ def test_optuna_search_minimises_the_mean_validation_loss(tmp_path):
         # The task function's own arithmetic, so that the best value matches exactly.
         objective[trial] = sum(r["final"]["val/loss"] for r in runs) / len(runs)
         test_loss[trial] = statistics.mean(r["final"]["test/loss"] for r in runs)
-        decay[trial] = OmegaConf.load(trial / ".hydra" / "config.yaml").model.weight_decay
+        decay[trial] = OmegaConf.load(trial / ".hydra" / "config.yaml").regularizer.weight_decay
         assert 1e-4 <= decay[trial] <= 3.0
     assert len(set(decay.values())) == 3  # three different trials
 
@@ -128,7 +128,7 @@ def test_optuna_search_minimises_the_mean_validation_loss(tmp_path):
     best = min(objective, key=objective.get)
     assert results.best_value == objective[best]  # the validation loss, not the test loss
     assert results.best_value not in test_loss.values()
-    assert dict(results.best_params) == {"model.weight_decay": decay[best]}
+    assert dict(results.best_params) == {"regularizer.weight_decay": decay[best]}
     assert (tmp_path / "report.md").is_file()  # the report callback copes with a search
 
 

@@ -24,7 +24,7 @@ def _without_timings(result: dict) -> dict:
 
 
 def test_same_config_and_seed_give_identical_results(tmp_path, tiny_config):
-    cfg = tiny_config("regularizer=mixup", "model.p=0.1")
+    cfg = tiny_config("regularizer=mixup", "regularizer.p=0.1")
     first = train(cfg, tmp_path / "a")[0]
     second = train(cfg, tmp_path / "b")[0]
     assert _without_timings(first) == _without_timings(second)
@@ -51,10 +51,13 @@ def test_vectorized_seed_trains_like_a_separate_run(tmp_path, tiny_config, regul
     assert member["history"] == alone["history"] and member["final"] == alone["final"]
 
     cfg = tiny_config(f"regularizer={regularizer}")
-    draws_together = build_module(members(cfg, [7, 8, 9]))._draw(chunk=2, n_steps=50)
-    draws_alone = build_module(members(cfg, [8]))._draw(chunk=2, n_steps=50)
-    for key, value in draws_alone.items():
-        assert torch.equal(draws_together[key][:, 1:2], value), key
+    together = build_module(members(cfg, [7, 8, 9])).ensemble.draw(chunk=2, n_steps=50)
+    alone = build_module(members(cfg, [8])).ensemble.draw(chunk=2, n_steps=50)
+    for group_together, group_alone in zip(together.groups, alone.groups, strict=True):
+        for key, value in group_alone.items():
+            assert torch.equal(group_together[key][:, 1:2], value), key
+    for mask_together, mask_alone in zip(together.masks or [], alone.masks or [], strict=True):
+        assert torch.equal(mask_together[:, 1:2], mask_alone)
 
 
 def test_non_finite_loss_stops_the_run_and_is_recorded(tmp_path, tiny_config):
@@ -76,7 +79,7 @@ def _event_steps(run_dir, tag: str, kind: str = "Scalars") -> list[int]:
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     args = [
-        "regularizer=mixup", "model.p=0.1", *TINY, "trainer.max_steps=1000",
+        "regularizer=mixup", "regularizer.p=0.1", *TINY, "trainer.max_steps=1000",
         "trainer.checkpoint_every_n_steps=200", "trainer.eval_every_n_steps=200",
     ]  # fmt: skip
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
@@ -128,17 +131,17 @@ def test_fewer_points_per_class_than_hidden_units_train_and_draw(tmp_path, tiny_
 
 
 def test_hparams_show_the_regularizer_data_set_seed_and_the_command_line_keys_first():
-    config = {"seed": 1, "mixup": {"alpha": 2.0, "layers": None}, "regularizer_name": "mixup",
+    config = {"seed": 1, "regularizer": {"alpha": 2.0, "layers": None}, "regularizer_name": "mixup",
               "data": {"n_classes": 2, "name": "moons"}}  # fmt: skip
-    overrides = ["mixup.alpha=0.5", "regularizer=mixup", "+x=1", "hydra.run.dir=/a",
+    overrides = ["regularizer.alpha=0.5", "regularizer=mixup", "+x=1", "hydra.run.dir=/a",
                  "hydra/launcher=joblib", "data=moons"]  # fmt: skip
     first = overridden_keys(overrides)
-    assert first == ["mixup.alpha", "regularizer_name", "x", "data.name"]
+    assert first == ["regularizer.alpha", "regularizer_name", "x", "data.name"]
     hparams = tensorboard_hparams(config, first)
     assert list(hparams) == [
-        "regularizer_name", "data.name", "seed", "mixup.alpha", "mixup.layers", "data.n_classes"
+        "regularizer_name", "data.name", "seed", "regularizer.alpha", "regularizer.layers", "data.n_classes"
     ]  # fmt: skip
-    assert hparams["mixup.layers"] == "None"  # TensorBoard takes no None or lists
+    assert hparams["regularizer.layers"] == "None"  # TensorBoard takes no None or lists
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="auto picks the GPU where there is one")
@@ -161,3 +164,22 @@ def test_gpu_run_trains_like_the_cpu_run(tmp_path, tiny_config, regularizer):
     checkpoint = next((tmp_path / "gpu").rglob("last.ckpt"))
     state = torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]
     assert all(t.device.type == "cpu" for t in state.values())
+
+
+def test_a_members_boundary_file_holds_that_member_only(tmp_path, tiny_config):
+    """torch.save writes a view's whole storage: a member's boundary.pt must not carry its
+    neighbours' grids and data."""
+    train(tiny_config("seeds=[7,8,9]"), tmp_path / "e")
+    train(tiny_config("seed=8"), tmp_path / "s")
+    member, alone = tmp_path / "e" / "seed=8" / "boundary.pt", tmp_path / "s" / "boundary.pt"
+    assert abs(member.stat().st_size - alone.stat().st_size) < 512
+    mine, theirs = torch.load(member, weights_only=True), torch.load(alone, weights_only=True)
+    assert mine.keys() == theirs.keys()
+    for key in mine:
+        if key == "spectra":
+            assert [a.shape for a in mine[key]] == [b.shape for b in theirs[key]]
+        else:
+            assert mine[key].shape == theirs[key].shape, key
+            assert mine[key].untyped_storage().nbytes() == theirs[key].untyped_storage().nbytes()
+    for key in ("train_X", "train_y", "test_X", "test_y"):  # the member's own data set
+        assert torch.equal(mine[key], theirs[key]), key
