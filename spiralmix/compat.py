@@ -9,7 +9,10 @@ a wrong step count or a lost event.
 from __future__ import annotations
 
 from importlib.metadata import version
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 class LibraryChanged(RuntimeError):
@@ -120,6 +123,8 @@ def foreach_mul_(tensors: list[torch.Tensor], factors: list[torch.Tensor]) -> No
     step; a Python loop of ``mul_`` costs a launch per tensor, and torch has no public
     multi-tensor API.
     """
+    import torch
+
     op = getattr(torch, "_foreach_mul_", None)
     if not callable(op):
         raise LibraryChanged("torch", "torch._foreach_mul_")
@@ -129,68 +134,9 @@ def foreach_mul_(tensors: list[torch.Tensor], factors: list[torch.Tensor]) -> No
 def foreach_add_(tensors: list[torch.Tensor], value: float) -> None:
     """``tensors[i] += value`` in one kernel launch (``torch._foreach_add_``), as
     ``AdamW.step()`` counts its steps."""
+    import torch
+
     op = getattr(torch, "_foreach_add_", None)
     if not callable(op):
         raise LibraryChanged("torch", "torch._foreach_add_")
     op(tensors, value)
-
-
-# --- Exactness assumptions ---------------------------------------------------------------------
-# A member of an ensemble equals its run alone, bit for bit, only where torch computes a
-# member's slice of a batched operation exactly as the one-member operation. Each
-# assumption is checked by a function here, and tests/test_compat.py calls each one, so
-# that a torch build that breaks one fails naming it (and the version) instead of as a
-# mismatch somewhere in a member's history.
-
-
-def check_adamw_vector_width(vector_floats: int) -> None:
-    """The fused AdamW kernel runs over a tensor in vectors of ``vector_floats`` floats and
-    rounds the remainder differently (:mod:`spiralmix.adamw`): a tensor of two members'
-    ``vector_floats`` floats each, stepped at once, equals each member stepped alone."""
-    g = torch.Generator().manual_seed(0)
-    both = torch.randn(2, vector_floats, generator=g)
-    grad = torch.randn(2, vector_floats, generator=g)
-
-    def step(p: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        p = p.clone().requires_grad_()
-        opt = torch.optim.AdamW([p], lr=0.1, weight_decay=0.3, fused=True)
-        for _ in range(3):
-            p.grad = d.clone()
-            opt.step()
-        return p.detach()
-
-    together = step(both, grad)
-    alone = torch.cat([step(both[e : e + 1], grad[e : e + 1]) for e in range(2)])
-    if not torch.equal(together, alone):
-        raise LibraryChanged("torch", f"the fused AdamW kernel's {vector_floats}-float vectors")
-
-
-def check_one_column_products() -> None:
-    """One-logit output layers: a batched product with one output column is a matrix-vector
-    product, which the BLAS may sum in another order for a batch than for one matrix.
-    :class:`spiralmix.model.MemberByMemberAffine` therefore runs the forward member by
-    member and relies on the batched *weight gradient* x^T·grad (E, fan_in, N)·(E, N, 1)
-    giving every member its one-member product's bits."""
-    g = torch.Generator().manual_seed(0)
-    x, grad = torch.randn(3, 64, 32, generator=g), torch.randn(3, 64, 1, generator=g)
-    batched = x.transpose(1, 2).bmm(grad)
-    alone = torch.cat([x[e : e + 1].transpose(1, 2).bmm(grad[e : e + 1]) for e in range(3)])
-    if not torch.equal(batched, alone):
-        raise LibraryChanged(
-            "torch", "the order of a batched one-column product's sums (one-logit weight gradient)"
-        )
-
-
-def check_mixing_arithmetic() -> None:
-    """Mixing by halves (:func:`spiralmix.mixup.mix_halves`): ``a·first + b·second`` with
-    per-member weights broadcast over rows equals the one-run ``λ·a + (1−λ)·b`` elementwise,
-    and (1, 0) gives the rows back unchanged."""
-    from spiralmix.mixup import mix, mix_halves
-
-    g = torch.Generator().manual_seed(0)
-    t, lam = torch.randn(2, 64, 32, generator=g), torch.rand(2, generator=g)
-    weights = torch.stack([torch.stack([lam[0], 1 - lam[0]]), torch.tensor([1.0, 0.0])])
-    out = mix_halves(t, weights.unsqueeze(-1))
-    mixed = mix(t[0, :32], t[0, 32:], lam[0])
-    if not (torch.equal(out[0, :32], mixed) and torch.equal(out[1], t[1])):
-        raise LibraryChanged("torch", "elementwise mixing arithmetic under broadcasting")

@@ -15,7 +15,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.compat.proto.summary_pb2 import Summary
 
-from spiralmix import compat
+from spiralmix import compat, exactness
 from spiralmix.adamw import VECTOR_FLOATS
 from tests.conftest import compose_config
 
@@ -135,9 +135,9 @@ def test_foreach_ops_are_there_and_compute_what_they_say():
 @pytest.mark.parametrize(
     "check",
     [
-        lambda: compat.check_adamw_vector_width(VECTOR_FLOATS),
-        compat.check_one_column_products,
-        compat.check_mixing_arithmetic,
+        lambda: exactness.check_adamw_vector_width(VECTOR_FLOATS),
+        exactness.check_one_column_products,
+        exactness.check_mixing_arithmetic,
     ],
     ids=["adamw_vector_width", "one_column_products", "mixing_arithmetic"],
 )

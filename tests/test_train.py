@@ -138,9 +138,8 @@ def test_hparams_show_the_regularizer_data_set_seed_and_the_command_line_keys_fi
     first = overridden_keys(overrides)
     assert first == ["regularizer.alpha", "regularizer_name", "x", "data.name"]
     hparams = tensorboard_hparams(config, first)
-    assert list(hparams) == [
-        "regularizer_name", "data.name", "seed", "regularizer.alpha", "regularizer.layers", "data.n_classes"
-    ]  # fmt: skip
+    assert list(hparams) == ["regularizer_name", "data.name", "seed", "regularizer.alpha",
+                             "regularizer.layers", "data.n_classes"]  # fmt: skip
     assert hparams["regularizer.layers"] == "None"  # TensorBoard takes no None or lists
 
 

@@ -1,0 +1,71 @@
+"""Where an ensemble member's bits equal its run alone's, and the checks that say so.
+
+A member of an ensemble equals its run alone, bit for bit, only where torch computes a
+member's slice of a batched operation exactly as the one-member operation. Each assumption
+the ensemble relies on is checked by a function here, and tests/test_compat.py calls each
+one, so that a torch build (or a processor) that breaks one fails naming it and torch's
+version instead of as a mismatch somewhere in a member's history.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from spiralmix.compat import LibraryChanged
+
+
+def check_adamw_vector_width(vector_floats: int) -> None:
+    """The fused AdamW kernel runs over a tensor in vectors of ``vector_floats`` floats and
+    rounds the remainder differently (:mod:`spiralmix.adamw`): a tensor of two members'
+    ``vector_floats`` floats each, stepped at once, equals each member stepped alone."""
+    g = torch.Generator().manual_seed(0)
+    both = torch.randn(2, vector_floats, generator=g)
+    grad = torch.randn(2, vector_floats, generator=g)
+
+    def step(p: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        p = p.clone().requires_grad_()
+        opt = torch.optim.AdamW([p], lr=0.1, weight_decay=0.3, fused=True)
+        for _ in range(3):
+            p.grad = d.clone()
+            opt.step()
+        return p.detach()
+
+    together = step(both, grad)
+    alone = torch.cat([step(both[e : e + 1], grad[e : e + 1]) for e in range(2)])
+    if not torch.equal(together, alone):
+        raise LibraryChanged("torch", f"the fused AdamW kernel's {vector_floats}-float vectors")
+
+
+def check_one_column_products() -> None:
+    """One-logit output layers: a product with one output column is a matrix-vector
+    product, which the BLAS may sum in another order for a batch than for one matrix (it
+    does on AVX-512 machines). :class:`spiralmix.model.MemberByMemberAffine` therefore
+    computes the forward ``addmm`` and the weight gradient xᵀ·grad member by member, and
+    relies on (a) ``addmm`` of a member giving the bits of a one-member ``baddbmm`` and (b)
+    the batched inputs' gradient grad·wᵀ (one term per entry, no sums) giving every member
+    its own bits."""
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(3, 64, 32, generator=g), torch.randn(3, 32, 1, generator=g)
+    b, grad = torch.randn(3, 1, 1, generator=g), torch.randn(3, 64, 1, generator=g)
+    single = [torch.baddbmm(b[e : e + 1], x[e : e + 1], w[e : e + 1])[0] for e in range(3)]
+    if not all(torch.equal(torch.addmm(b[e], x[e], w[e]), single[e]) for e in range(3)):
+        raise LibraryChanged("torch", "addmm of one member against a one-member baddbmm")
+    batched = grad.bmm(w.transpose(1, 2))
+    alone = torch.cat([grad[e : e + 1].bmm(w[e : e + 1].transpose(1, 2)) for e in range(3)])
+    if not torch.equal(batched, alone):
+        raise LibraryChanged("torch", "a batched outer product (one-logit inputs' gradient)")
+
+
+def check_mixing_arithmetic() -> None:
+    """Mixing by halves (:func:`spiralmix.mixup.mix_halves`): ``a·first + b·second`` with
+    per-member weights broadcast over rows equals the one-run ``λ·a + (1−λ)·b`` elementwise,
+    and (1, 0) gives the rows back unchanged."""
+    from spiralmix.mixup import mix, mix_halves
+
+    g = torch.Generator().manual_seed(0)
+    t, lam = torch.randn(2, 64, 32, generator=g), torch.rand(2, generator=g)
+    weights = torch.stack([torch.stack([lam[0], 1 - lam[0]]), torch.tensor([1.0, 0.0])])
+    out = mix_halves(t, weights.unsqueeze(-1))
+    mixed = mix(t[0, :32], t[0, 32:], lam[0])
+    if not (torch.equal(out[0, :32], mixed) and torch.equal(out[1], t[1])):
+        raise LibraryChanged("torch", "elementwise mixing arithmetic under broadcasting")
