@@ -1,10 +1,18 @@
-"""Callbacks: decision-boundary and diagnostic figures, and a progress bar over the whole run."""
+"""What each evaluation feeds: every member's scalars and figures, the HPARAMS tab, a progress
+bar over the whole run.
+
+Each consumer is handed, when ``train.py`` builds it, the members' TensorBoard runs and data
+it writes about, and receives every :class:`~spiralmix.evaluation.Evaluation` from
+:class:`~spiralmix.evaluation.Evaluations`; none reads the module, the trainer's datamodule
+or another callback.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
+from collections.abc import Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -12,55 +20,79 @@ from tqdm.auto import tqdm
 
 from spiralmix import plots
 from spiralmix.compat import event_file_writer
-from spiralmix.evaluation import Evaluation, EvaluationListener
+from spiralmix.evaluation import Evaluation
+from spiralmix.events import RunLogger
 from spiralmix.hparams import hparams_summaries
 
 log = logging.getLogger("spiralmix")  # shown and kept by Hydra's job logging
 
 
-class BoundaryImages(pl.Callback, EvaluationListener):
-    """After each evaluation of the module, log each member's figures to its own logger.
+class EvaluationScalars:
+    """Writes each evaluation's metrics into each member's own run, at the evaluation's step."""
 
-    Tags: ``boundary/test_data`` (once), ``boundary/probability``,
+    def __init__(self, runs: Sequence[RunLogger]) -> None:
+        self.runs = list(runs)
+
+    def on_evaluation(self, evaluation: Evaluation) -> None:
+        columns = {name: value.tolist() for name, value in evaluation.metrics.items()}
+        for e, run in enumerate(self.runs):
+            run.events.write_scalars([evaluation.step], {k: [v[e]] for k, v in columns.items()})
+
+
+class BoundaryImages:
+    """After each evaluation, log each member's figures to its own run.
+
+    Tags: ``boundary/test_data`` (at step 0), ``boundary/probability``,
     ``boundary/probability_train`` (the probability of class 1 for two classes; a map with
     a colour per class, fading to white where unsure, for more), and with ``diagnostics``
     also ``calibration/reliability`` and ``flatten/spectrum``; when the last hidden layer
     has 2 units (two classes), ``bottleneck/hidden_space`` (input and hidden space).
     Figures are drawn from the :class:`Evaluation` record, so nothing is evaluated twice.
+
+    Args:
+        runs, labels, seeds: per member, its run, its title (``moons · mixup``) and seed.
+        data: the members' splits, ``{train,test}_X`` (E, N, 2) and ``{train,test}_y`` (E, N),
+            read at the first evaluation (a datamodule is set up by then).
+        hidden_dims: the widths of the hidden layers (the spectra's axes).
     """
 
-    def __init__(self, labels: list[str], diagnostics: bool = True, n_classes: int = 2) -> None:
+    def __init__(
+        self,
+        runs: Sequence[RunLogger],
+        labels: Sequence[str],
+        seeds: Sequence[int],
+        data: object,
+        hidden_dims: Sequence[int],
+        diagnostics: bool = True,
+        n_classes: int = 2,
+    ) -> None:
         if not labels or not all(labels):
             raise ValueError("labels must be non-empty strings, one per member (figure titles)")
+        if not len(runs) == len(labels) == len(seeds):
+            raise ValueError(f"{len(runs)} runs, {len(labels)} labels and {len(seeds)} seeds")
         if n_classes < 2:
             raise ValueError(f"n_classes must be >= 2, got {n_classes}")
-        self.labels = labels
+        self.runs, self.labels, self.seeds = list(runs), list(labels), list(seeds)
+        self.data, self.hidden_dims = data, list(hidden_dims)
         self.diagnostics = diagnostics
         self.n_classes = n_classes
         self._panels: list[dict] = []  # per member, built at the first evaluation
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        dm = trainer.datamodule
-        if trainer.global_step == 0:
-            for e, (logger, seed) in enumerate(zip(pl_module.member_runs, pl_module.seeds)):
-                title = f"test data · {self.labels[e]} · seed {seed}"
-                fig = plots.data_figure(dm.test_X[e], dm.test_y[e], title, self.n_classes)
-                logger.experiment.add_figure("boundary/test_data", fig, 0)
-
     @torch.no_grad()
-    def on_evaluation(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, evaluation: Evaluation
-    ) -> None:
-        step = evaluation.step
-        dm = trainer.datamodule
+    def on_evaluation(self, evaluation: Evaluation) -> None:
+        step, data = evaluation.step, self.data
+        if step == 0:  # the test data never change: drawn once, at the start
+            for e, (run, seed) in enumerate(zip(self.runs, self.seeds)):
+                title = f"test data · {self.labels[e]} · seed {seed}"
+                fig = plots.data_figure(data.test_X[e], data.test_y[e], title, self.n_classes)
+                run.experiment.add_figure("boundary/test_data", fig, 0)
         if not self._panels:
             # Every member's reliability diagram has the same axes: one figure draws them all.
             reliability = plots.ReliabilityPanel(evaluation.reliability["edges"])
             self._panels = [
-                self._make_panels(evaluation, dm, pl_module.hparams.hidden_dims, e, reliability)
-                for e in range(len(self.labels))
+                self._make_panels(evaluation, e, reliability) for e in range(len(self.labels))
             ]
-        for e, (logger, seed) in enumerate(zip(pl_module.member_runs, pl_module.seeds)):
+        for e, (run, seed) in enumerate(zip(self.runs, self.seeds)):
             panels = self._panels[e]
             title = f"{self.labels[e]} · seed {seed} · step {step:,}"
             grid_p = evaluation.grid_p[e]
@@ -81,13 +113,13 @@ class BoundaryImages(pl.Callback, EvaluationListener):
                     evaluation.hidden_codes[e],
                     title,
                 )
-            logger.events.write_images(step, images)
+            run.events.write_images(step, images)
 
     def _make_panels(
-        self, evaluation: Evaluation, dm, hidden_dims, e: int, reliability: plots.ReliabilityPanel
+        self, evaluation: Evaluation, e: int, reliability: plots.ReliabilityPanel
     ) -> dict:
         grid, K = evaluation.grid[e], self.n_classes
-        X, y = dm.train_X[e], dm.train_y[e]
+        X, y = self.data.train_X[e], self.data.train_y[e]
         if K == 2:
             boundary = {
                 "probability": plots.BoundaryPanel(grid),
@@ -101,14 +133,14 @@ class BoundaryImages(pl.Callback, EvaluationListener):
         panels = {
             **boundary,
             "reliability": reliability,
-            "spectrum": plots.SpectrumPanel([dm.train_X.shape[-1], *hidden_dims], K),
+            "spectrum": plots.SpectrumPanel([X.shape[-1], *self.hidden_dims], K),
         }
         if evaluation.hidden_codes is not None:  # the last hidden layer has 2 units
             panels["bottleneck"] = plots.BottleneckPanel(grid, X, y)
         return panels
 
 
-class HparamsWithResults(pl.Callback, EvaluationListener):
+class HparamsWithResults(pl.Callback):
     """At the end, log each member's flat config as hparams, with the test metrics as its
     results, so TensorBoard's HPARAMS tab compares runs (and seeds) side by side.
 
@@ -117,39 +149,42 @@ class HparamsWithResults(pl.Callback, EvaluationListener):
     last value), so no extra one-point charts are written.
     """
 
-    def __init__(self, member_hparams: list[dict]) -> None:
-        self.member_hparams = member_hparams
+    def __init__(self, runs: Sequence[RunLogger], member_hparams: Sequence[dict]) -> None:
+        if len(runs) != len(member_hparams):
+            raise ValueError(f"{len(runs)} runs and {len(member_hparams)} members' hparams")
+        self.runs, self.member_hparams = list(runs), list(member_hparams)
         self._final: dict[str, torch.Tensor] = {}
 
-    def on_evaluation(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, evaluation: Evaluation
-    ) -> None:
+    def on_evaluation(self, evaluation: Evaluation) -> None:
         self._final = evaluation.metrics
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        for e, (logger, params) in enumerate(zip(pl_module.member_runs, self.member_hparams)):
+        for e, (run, params) in enumerate(zip(self.runs, self.member_hparams)):
             results = {k: v[e].item() for k, v in self._final.items() if k.startswith("test/")}
-            writer = event_file_writer(logger.experiment)
+            writer = event_file_writer(run.experiment)
             for summary in hparams_summaries(params, results):  # experiment, start, end
                 writer.add_summary(summary, trainer.global_step)
 
 
-class RunProgress(pl.Callback, EvaluationListener):
+class RunProgress(pl.Callback):
     """One progress bar over all steps (steps/s, time left, latest test accuracy).
 
     On a terminal it is a live bar; otherwise (logs, sweeps) it prints one line per
-    evaluation, so log files stay readable.
+    evaluation, so log files stay readable. The speed is measured from the start of
+    training in this process; the evaluation at a run's first step has none either way.
     """
 
-    def __init__(self, interactive: bool | None = None) -> None:
+    def __init__(self, max_steps: int, interactive: bool | None = None) -> None:
+        self.max_steps = max_steps
         self.interactive = sys.stderr.isatty() if interactive is None else interactive
         self._bar: tqdm | None = None
+        self._start: tuple[float, int] | None = None  # (time, step) training started at
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start, self._start_step = time.perf_counter(), trainer.global_step
+        self._start = time.perf_counter(), trainer.global_step
         if self.interactive:
             self._bar = tqdm(
-                total=trainer.max_steps,
+                total=self.max_steps,
                 initial=trainer.global_step,
                 unit="step",
                 dynamic_ncols=True,
@@ -164,25 +199,18 @@ class RunProgress(pl.Callback, EvaluationListener):
         if self._bar is not None:
             self._bar.close()
 
-    def on_evaluation(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, evaluation: Evaluation
-    ) -> None:
-        if not hasattr(self, "_start"):  # an evaluation outside of fit
-            return
-        latest = {k: v.tolist() for k, v in evaluation.metrics.items()}
+    def on_evaluation(self, evaluation: Evaluation) -> None:
+        step, latest = evaluation.step, {k: v.tolist() for k, v in evaluation.metrics.items()}
         accs = latest["test/acc"]
         acc = f"{sum(accs) / len(accs):.3f}" + (" (mean)" if len(accs) > 1 else "")
         if self._bar is not None:
             self._bar.set_postfix_str(f"test acc {acc}")
             return
-        done = trainer.global_step - self._start_step
-        elapsed = time.perf_counter() - self._start
         speed = ""
-        if done > 0:
-            rate = done / elapsed
-            left = (trainer.max_steps - trainer.global_step) / rate
-            speed = f"  {rate:,.0f} steps/s  {left:,.0f} s left"
+        if self._start is not None and step > self._start[1]:
+            rate = (step - self._start[1]) / (time.perf_counter() - self._start[0])
+            speed = f"  {rate:,.0f} steps/s  {(self.max_steps - step) / rate:,.0f} s left"
         log.info(
-            f"step {trainer.global_step:>7,}/{trainer.max_steps:,}  test acc {acc}  "
+            f"step {step:>7,}/{self.max_steps:,}  test acc {acc}  "
             f"test loss {sum(latest['test/loss']) / len(accs):.3f}{speed}"
         )

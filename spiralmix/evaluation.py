@@ -1,14 +1,17 @@
 """One evaluation of an ensemble: its metrics and the tensors its figures need, as a record.
 
-:func:`evaluate` is a plain function of the network and the data; the LightningModule calls
-it, logs the record's metrics and hands the record to every callback that is an
-:class:`EvaluationListener`, so that no callback reads the module's attributes or depends
-on the order of Lightning's hooks.
+:func:`evaluate` is a plain function of the network and the data. :class:`Evaluations` is
+the one place that runs it during training (step 0, every N steps, the last step), keeps
+the history and hands each record to the consumers ``train.py`` wires to it (scalars,
+figures, hparams, progress), so that no consumer reads another object's attributes or
+depends on the order of Lightning's hooks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import pytorch_lightning as pl
 import torch
@@ -47,13 +50,10 @@ class Evaluation:
     hidden_grid_p: torch.Tensor | None = None  # (E, R²) probabilities on that grid
 
 
-class EvaluationListener:
-    """A callback that receives each :class:`Evaluation` as soon as it is made."""
+class EvaluationConsumer(Protocol):
+    """What :class:`Evaluations` hands each record to, as soon as it is made."""
 
-    def on_evaluation(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, evaluation: Evaluation
-    ) -> None:
-        raise NotImplementedError
+    def on_evaluation(self, evaluation: Evaluation) -> None: ...
 
 
 def square_grid(
@@ -126,3 +126,67 @@ def evaluate(
         record.hidden_codes, record.hidden_grid = codes, hidden_grid
         record.hidden_grid_p = metrics.probabilities(net(hidden_grid, net.n_hidden))
     return record
+
+
+class Evaluations(pl.Callback):
+    """Evaluates the ensemble at step 0, every ``every_n_steps`` steps and at the last step
+    of training, keeps every evaluation's metrics (``history``, saved in checkpoints) and
+    the latest record (``latest``), and hands each record to ``consumers``, in their order.
+
+    ``net`` and ``data`` are those the module trains on (``data`` is set up by the time
+    training starts). It evaluates after the training step and before the step's
+    checkpoint (Lightning runs checkpoint callbacks last), so a checkpoint's history ends
+    with the evaluation of its own step.
+    """
+
+    def __init__(
+        self,
+        net: MLPEnsemble,
+        data: pl.LightningDataModule,
+        settings: EvaluationSettings,
+        every_n_steps: int,
+        consumers: Sequence[EvaluationConsumer] = (),
+    ) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        self.net, self.data, self.settings = net, data, settings
+        self.every_n_steps = every_n_steps
+        self.consumers = list(consumers)
+        self.history: list[dict] = []  # one entry per evaluation: step and metric → (E,) list
+        self.latest: Evaluation | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_step == 0:  # a resumed run evaluated its first step before it stopped
+            self.evaluate(0)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        step = trainer.global_step
+        if step % self.every_n_steps == 0 or step >= trainer.max_steps or trainer.should_stop:
+            self.evaluate(step)
+
+    def evaluate(self, step: int) -> Evaluation:
+        """Measure at ``step``, record it in the history and hand it to every consumer."""
+        record = self.measure(step)
+        self.history.append({"step": step, **{k: v.tolist() for k, v in record.metrics.items()}})
+        self.latest = record
+        for consumer in self.consumers:
+            consumer.on_evaluation(record)
+        return record
+
+    def measure(self, step: int) -> Evaluation:
+        """:func:`evaluate` in eval mode and on the CPU, where the data sets, figures and saved
+        tensors live (a run on another device moves the network there and back: a few kB);
+        nothing is recorded or handed on."""
+        device, was_training = next(self.net.parameters()).device, self.net.training
+        self.net.cpu().eval()
+        try:
+            return evaluate(self.net, self.data, self.settings, step)
+        finally:
+            self.net.train(was_training).to(device)
+
+    # Plain lists and numbers: checkpoints load with torch.load(weights_only=True).
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: object, checkpoint: dict) -> None:
+        checkpoint.setdefault("spiralmix", {})["history"] = self.history
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: object, checkpoint: dict) -> None:
+        self.history = checkpoint["spiralmix"]["history"]

@@ -10,7 +10,6 @@ import torch
 
 from spiralmix import metrics
 from spiralmix.compat import count_optimizer_steps
-from spiralmix.evaluation import Evaluation, EvaluationListener, EvaluationSettings, evaluate
 from spiralmix.regularizers import Regularizer
 from spiralmix.step import EnsembleStep
 
@@ -36,13 +35,11 @@ class MixupClassifier(pl.LightningModule):
         pairing: str = "halves",
         batch_size: int = 32,
         steps_per_call: int = 250,
-        eval_every_n_steps: int = 2500,
         log_every_n_steps: int = 1,
-        evaluation: EvaluationSettings | None = None,
         n_classes: int = 2,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False, ignore=["regularizers", "evaluation"])
+        self.save_hyperparameters(logger=False, ignore=["regularizers"])
         self.automatic_optimization = False
         self.seeds = list(seeds)
         self.ensemble = EnsembleStep(
@@ -50,11 +47,8 @@ class MixupClassifier(pl.LightningModule):
             steps_per_call,
         )  # fmt: skip
         self.net = self.ensemble.net
-        self.evaluation = evaluation or EvaluationSettings(n_classes=n_classes)
-        self.history: list[dict] = []  # one entry per evaluation: step and metric → (E,) list
         self.failures: dict[int, int] = {}  # member → step whose training loss was not finite
         self.train_time_s = 0.0  # fit time of earlier (resumed-from) processes
-        self.latest: Evaluation | None = None  # the latest evaluation
 
     @property
     def n_members(self) -> int:
@@ -90,9 +84,6 @@ class MixupClassifier(pl.LightningModule):
         for run, member_values in zip(self.member_runs, values):
             run.events.write_scalars(steps, member_values)
         self._record_failures(first_step, losses)
-        last = self.global_step >= self.trainer.max_steps or self.trainer.should_stop
-        if self.global_step % self.hparams.eval_every_n_steps == 0 or last:
-            self._evaluate_on_cpu()
 
     def _record_failures(self, first_step: int, losses: torch.Tensor) -> None:
         """Note members whose loss became non-finite; stop when no member is left training.
@@ -107,56 +98,15 @@ class MixupClassifier(pl.LightningModule):
         if len(self.failures) == self.n_members:
             self.trainer.should_stop = True
 
-    @torch.no_grad()
-    def evaluate(self) -> Evaluation:
-        """Evaluate every member on its whole test set (and train / validation sets).
-
-        Logs each metric to the member's own logger at the current step, appends it to
-        ``history``, keeps the record as ``latest`` and hands it to every callback that is
-        an :class:`EvaluationListener` (figures, progress).
-        """
-        was_training = self.training
-        self.eval()
-        record = evaluate(self.net, self.trainer.datamodule, self.evaluation, self.global_step)
-        self.train(was_training)
-
-        step = self.global_step
-        columns = {name: value.tolist() for name, value in record.metrics.items()}
-        for e, run in enumerate(self.member_runs):
-            run.events.write_scalars([step], {name: [v[e]] for name, v in columns.items()})
-        self.history.append({"step": step, **columns})
-        self.latest = record
-        for callback in self.trainer.callbacks:
-            if isinstance(callback, EvaluationListener):
-                callback.on_evaluation(self.trainer, self, record)
-        return record
-
-    def on_train_start(self) -> None:
-        if self.global_step == 0:  # a resumed run evaluated this step before it stopped
-            self._evaluate_on_cpu()
-
-    def _evaluate_on_cpu(self) -> None:
-        """:meth:`evaluate` with the ensemble on the CPU, where the data sets, figures and
-        saved tensors live; a run on another device moves it there and back (a few kB)."""
-        device = self.device
-        self.cpu()
-        try:
-            self.evaluate()
-        finally:
-            self.to(device)
-
     # Plain lists, dicts and numbers only: checkpoints load with torch.load(weights_only=True).
+    # The evaluation history beside them is saved by spiralmix.evaluation.Evaluations.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["spiralmix"] = {
-            "history": self.history,
-            "failures": self.failures,
-            "train_time_s": self.elapsed_s,
-        }
+        state = checkpoint.setdefault("spiralmix", {})
+        state.update(failures=self.failures, train_time_s=self.elapsed_s)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["spiralmix"]
-        self.history, self.failures = state["history"], state["failures"]
-        self.train_time_s = state["train_time_s"]
+        self.failures, self.train_time_s = state["failures"], state["train_time_s"]
 
     def on_fit_start(self) -> None:
         self._fit_start = time.perf_counter()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -16,15 +15,16 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from spiralmix import regularizers
-from spiralmix.atomic import write_json_atomic, write_torch_atomic
-from spiralmix.callbacks import BoundaryImages, HparamsWithResults, RunProgress
+from spiralmix.atomic import write_torch_atomic
+from spiralmix.callbacks import BoundaryImages, EvaluationScalars, HparamsWithResults, RunProgress
 from spiralmix.config import dataset_label, flatten
 from spiralmix.data import SpiralDataModule
-from spiralmix.evaluation import Evaluation, EvaluationSettings
+from spiralmix.evaluation import Evaluations, EvaluationSettings
 from spiralmix.events import EnsembleLogger, RunLogger
 from spiralmix.hparams import LEADING, Hparams
 from spiralmix.module import MixupClassifier
 from spiralmix.plan import RunPlan, plan_run
+from spiralmix.results import RunResults
 from spiralmix.rundir import lock, unlock
 from spiralmix.stopping import StopOnSignal
 
@@ -48,17 +48,21 @@ def build_module(members: list[DictConfig]) -> MixupClassifier:
         pairing=cfg.mixup.pairing,
         batch_size=cfg.data.batch_size,
         steps_per_call=cfg.trainer.steps_per_call,
-        eval_every_n_steps=cfg.trainer.eval_every_n_steps,
         log_every_n_steps=cfg.trainer.log_every_n_steps,
-        evaluation=EvaluationSettings(
-            n_classes=cfg.data.n_classes,
-            grid_resolution=cfg.evaluation.grid_resolution,
-            ece_bins=cfg.evaluation.ece_bins,
-            flatten_fraction=cfg.evaluation.flatten_fraction,
-            ood_center=tuple(cfg.data.center),
-            ood_radius=cfg.data.radius,
-        ),
         n_classes=cfg.data.n_classes,
+    )
+
+
+def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
+    """What an evaluation measures: ``evaluation.*`` (each key a field of
+    :class:`EvaluationSettings`, the figures' switch aside) and the data set's classes and
+    extent."""
+    keys = {k: v for k, v in cfg.evaluation.items() if k != "diagnostic_figures"}
+    return EvaluationSettings(
+        **keys,
+        n_classes=cfg.data.n_classes,
+        ood_center=tuple(cfg.data.center),
+        ood_radius=cfg.data.radius,
     )
 
 
@@ -78,36 +82,6 @@ def build_datamodule(members: list[DictConfig]) -> SpiralDataModule:
         pairing=cfg.mixup.pairing,
         steps_per_call=cfg.trainer.steps_per_call,
     )
-
-
-def _nan_to(value: float, replacement: float) -> float:
-    return replacement if math.isnan(value) else value
-
-
-def member_history(history: list[dict], member: int) -> list[dict]:
-    """One member's evaluations from the ensemble's history (step, metric → (E,) lists)."""
-    return [
-        {"step": h["step"], **{k: v[member] for k, v in h.items() if k != "step"}} for h in history
-    ]
-
-
-def summarize(history: list[dict], member: int) -> dict:
-    """Final and best test metrics of one member from the evaluation history."""
-    final = {k: v[member] for k, v in history[-1].items() if k != "step"}
-    # A diverged member's NaNs never count as its best.
-    accs = [_nan_to(h["test/acc"][member], -math.inf) for h in history]
-    losses = [_nan_to(h["test/loss"][member], math.inf) for h in history]
-    best_acc = max(range(len(accs)), key=accs.__getitem__)
-    best_loss = min(range(len(losses)), key=losses.__getitem__)
-    return {
-        "final": final,
-        "best": {
-            "test/acc": accs[best_acc],
-            "test/acc_step": history[best_acc]["step"],
-            "test/loss": losses[best_loss],
-            "test/loss_step": history[best_loss]["step"],
-        },
-    }
 
 
 def train(cfg: DictConfig, run_dir: Path | str, overrides: list[str] = ()) -> list[dict]:
@@ -169,14 +143,16 @@ class RunConfigsInCheckpoints(pl.Callback):
 
 class WriteFailures(pl.Callback):
     """Records a failed write (a full disk) in each member's metrics.json as soon as it
-    happens, before the loggers flush their buffers into whatever space is left."""
+    happens, before the loggers flush their buffers into whatever space is left.
 
-    def __init__(self, record: Callable[[OSError], list[dict]]) -> None:
+    ``record(error, step)`` writes the records and returns them."""
+
+    def __init__(self, record: Callable[[OSError, int], list[dict]]) -> None:
         self.record, self.results = record, None
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, OSError):
-            self.results = self.record(exception)
+            self.results = self.record(exception, trainer.global_step)
 
 
 def _quiet_write_errors(args: threading.ExceptHookArgs) -> None:
@@ -215,8 +191,32 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
         save_top_k=-1,
         save_last=True,
     )
+    hparams = HparamsWithResults(
+        loggers, [tensorboard_hparams(c, first=overridden_keys(overrides)) for c in member_configs]
+    )
+    progress = RunProgress(cfg.trainer.max_steps, interactive=cfg.trainer.progress_bar)
+    figures = BoundaryImages(
+        loggers,
+        # titles: moons · mixup · seed 1 · step 2,500
+        [f"{dataset_label(m.data.name, m.data.n_classes)} · {m.regularizer_name}" for m in members],
+        [m.seed for m in members],
+        datamodule,
+        cfg.model.hidden_dims,
+        cfg.evaluation.diagnostic_figures,
+        cfg.data.n_classes,
+    )
+    evaluations = Evaluations(
+        module.net,
+        datamodule,
+        evaluation_settings(cfg),
+        cfg.trainer.eval_every_n_steps,
+        consumers=[EvaluationScalars(loggers), figures, hparams, progress],
+    )
+    results = RunResults(members, member_configs, plan.dirs, plan.run_dir)
     failures = WriteFailures(
-        lambda err: _write_failure(plan, member_configs, module, err, checkpoints.last_model_path)
+        lambda err, step: results.failed(
+            err, evaluations.history, step, checkpoints.last_model_path
+        )
     )
     trainer = pl.Trainer(
         accelerator=lightning_accelerator(cfg.trainer.accelerator),
@@ -225,18 +225,9 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
         max_epochs=-1,
         logger=EnsembleLogger(loggers, plan.run_dir),
         callbacks=[
-            BoundaryImages(  # titles: moons · mixup · seed 1 · step 2,500
-                [
-                    f"{dataset_label(m.data.name, m.data.n_classes)} · {m.regularizer_name}"
-                    for m in members
-                ],
-                cfg.evaluation.diagnostic_figures,
-                cfg.data.n_classes,
-            ),
-            HparamsWithResults(
-                [tensorboard_hparams(c, first=overridden_keys(overrides)) for c in member_configs]
-            ),
-            RunProgress(interactive=cfg.trainer.progress_bar),
+            evaluations,  # first: the step's evaluation comes before any other callback's hook
+            hparams,
+            progress,
             checkpoints,
             RunConfigsInCheckpoints(member_configs),
             failures,
@@ -258,123 +249,21 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         except OSError as err:  # a full disk, a vanished folder: the run ends as failed
-            return failures.results or failures.record(err)
-    if module.latest is None:  # killed after its last checkpoint, before the end
-        # Evaluate again for boundary.pt (the same numbers), without logging them twice.
-        history, trainer.loggers = list(module.history), []  # module.member_runs: none
-        module._evaluate_on_cpu()
-        module.history = history
-    wall = module.elapsed_s
+            return failures.results or failures.record(err, trainer.global_step)
+    # Killed after its last checkpoint, before the end: measure again for boundary.pt (the
+    # same numbers), without logging them twice.
+    latest = evaluations.latest or evaluations.measure(trainer.global_step)
     try:
-        return [
-            finish_member(member, member_cfg, module, datamodule, e, d, wall)
-            for e, (member, member_cfg, d) in enumerate(zip(members, member_configs, plan.dirs))
-        ]
-    except OSError as err:
-        return failures.record(err)
-
-
-def _write_failure(
-    plan: RunPlan, configs: list[dict], module: MixupClassifier, err: OSError, last: str
-) -> list[dict]:
-    """metrics.json with status failed and why, for each member of a run that could not
-    write its files; the last checkpoint written stays (checkpoints are atomic)."""
-    where = f" ({err.filename})" if err.filename else ""
-    saved = f"last good checkpoint {last}" if last else "no checkpoint written"
-    error = (
-        f"cannot write in {plan.run_dir} at step {module.global_step}: "
-        f"{err.strerror or err}{where}; {saved}"
-    )
-    results = []
-    for e, (cfg, resolved, member_dir) in enumerate(zip(plan.members, configs, plan.dirs)):
-        result = {
-            "status": "failed",
-            "error": error,
-            "regularizer": cfg.regularizer_name,
-            "seed": cfg.seed,
-            "steps": module.global_step,
-            "max_steps": cfg.trainer.max_steps,
-            "history": member_history(module.history, e),
-            "config": resolved,
-        }
-        try:
-            write_json_atomic(member_dir / "metrics.json", result)
-        except OSError as again:
-            result["error"] += f" (metrics.json not written either: {again.strerror or again})"
-        # Printed, not logged: the run's spiralmix.log may be on the disk that failed.
-        print(f"{cfg.regularizer_name} seed {cfg.seed}: FAILED: {result['error']}", flush=True)
-        results.append(result)
-    return results
-
-
-def finish_member(
-    cfg: DictConfig,
-    resolved: dict,
-    module: MixupClassifier,
-    datamodule: SpiralDataModule,
-    e: int,
-    member_dir: Path,
-    wall: float,
-) -> dict:
-    """Write member e's metrics.json and boundary.pt, print its summary line, return metrics."""
-    steps, seed = module.global_step, cfg.seed
-    result = {
-        "status": "completed",
-        "regularizer": cfg.regularizer_name,
-        "seed": seed,
-        "steps": steps,
-        "max_steps": cfg.trainer.max_steps,
-        "wall_time_s": wall,
-        "steps_per_s": steps / wall,
-        "members_in_process": module.n_members,
-        **summarize(module.history, e),
-        "history": member_history(module.history, e),
-        "config": resolved,
-    }
-    if e in module.failures:
-        step = module.failures[e]
-        result.update(
-            status="failed",
-            failed_step=step,
-            error=f"training loss became non-finite at step {step}",
+        return results.completed(
+            evaluations.history,
+            latest,
+            datamodule,
+            module.failures,
+            trainer.global_step,
+            module.elapsed_s,
         )
-    save_boundary(member_dir / "boundary.pt", module.latest, datamodule, e)
-    write_json_atomic(member_dir / "metrics.json", result)
-    final = result["final"]
-    outcome = (
-        f"FAILED: {result['error']}"
-        if e in module.failures
-        else f"test acc {final['test/acc']:.3f}  test loss {final['test/loss']:.3f}  "
-        f"ECE {final['test/ece']:.3f}"
-    )
-    log.info(
-        f"{cfg.regularizer_name} seed {seed}: {outcome}  {steps:,} steps in {wall:.0f} s "
-        f"({steps / wall:,.0f} steps/s)  → {member_dir}"
-    )
-    return result
-
-
-def save_boundary(path: Path, evaluation: Evaluation, datamodule: SpiralDataModule, e: int) -> None:
-    """The final probability grid and the data of member e, for reports (tensors only).
-
-    ``grid_p`` is (R²,), the probability of class 1, for two classes and (R², K) for K > 2.
-    Each tensor is a copy: ``torch.save`` writes a view's whole storage, which is every
-    member's.
-    """
-    data = {
-        "step": torch.tensor(evaluation.step),
-        "grid": evaluation.grid[e],
-        "grid_p": evaluation.grid_p[e],
-        "test_p": evaluation.test_p[e],
-        "spectra": [sv[e] for sv in evaluation.spectra],  # per layer: (K classes, width)
-        **{
-            f"{split}_{t}": getattr(datamodule, f"{split}_{t}")[e]
-            for split in ("train", "val", "test")
-            for t in ("X", "y")
-        },
-    }
-    data["spectra"] = [sv.clone() for sv in data["spectra"]]
-    write_torch_atomic(path, {k: v if k == "spectra" else v.clone() for k, v in data.items()})
+    except OSError as err:
+        return failures.record(err, trainer.global_step)
 
 
 def lightning_accelerator(name: str) -> str:
