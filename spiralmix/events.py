@@ -236,8 +236,10 @@ class EnsembleLogger(Logger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if len(self.members) > 1:
+            # Lightning adds "epoch" to what self.log logged: name only the user's keys.
+            keys = [k for k in metrics if k != "epoch"] or list(metrics)
             raise ValueError(
-                f"self.log({', '.join(map(repr, metrics))}) logs one number for an ensemble of "
+                f"self.log({', '.join(map(repr, keys))}) logs one number for an ensemble of "
                 f"{len(self.members)} members; write member e's value through "
                 "trainer.logger.members[e] (spiralmix.events.EnsembleLogger)"
             )

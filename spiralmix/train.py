@@ -238,7 +238,8 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        log_every_n_steps=cfg.trainer.steps_per_call,
+        # Lightning counts training_step calls (chunks of steps): self.log lands once a call.
+        log_every_n_steps=1,
         default_root_dir=plan.run_dir,
     )
     with warnings.catch_warnings():

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from spiralmix.train import build_datamodule, build_module, train
+from spiralmix.evaluation import Evaluations
+from spiralmix.train import build_datamodule, build_module, evaluation_settings, train
 from tests.conftest import CONF_DIR, TINY, compose_config, members
 
 TAG = "bottleneck/hidden_space"
@@ -54,8 +53,7 @@ def test_hidden_codes_are_the_training_points_after_the_last_hidden_layer():
     runs = members(cfg, [1, 2])
     module, dm = build_module(runs), build_datamodule(runs)
     dm.setup()
-    module.trainer = SimpleNamespace(datamodule=dm, global_step=0, logger=None, callbacks=[])
-    latest = module.evaluate()
+    latest = Evaluations(module.net, dm, evaluation_settings(cfg), every_n_steps=1).measure(0)
     with torch.no_grad():
         codes = module.net(dm.train_X, 0, module.net.n_hidden)
     assert codes.shape == (2, dm.train_X.shape[1], 2)

@@ -4,19 +4,12 @@ callbacks receive it."""
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from spiralmix import metrics
-from spiralmix.evaluation import (
-    Evaluation,
-    EvaluationListener,
-    EvaluationSettings,
-    evaluate,
-    square_grid,
-)
+from spiralmix.evaluation import Evaluation, Evaluations, EvaluationSettings, evaluate, square_grid
 from spiralmix.train import build_datamodule, build_module, train
 from tests.conftest import TINY, compose_config, members
 
@@ -74,23 +67,41 @@ def test_square_grid_covers_the_points():
     assert grid[0, 0].tolist() == [-0.5, -1.5] and grid[0, -1].tolist() == [2.5, 1.5]
 
 
-class Recorder(EvaluationListener):
-    def __init__(self) -> None:
-        self.steps: list[int] = []
+class Recorder:
+    def __init__(self, pipeline: list) -> None:
+        self.pipeline, self.seen = pipeline, []
 
-    def on_evaluation(self, trainer, pl_module, evaluation: Evaluation) -> None:
-        self.steps.append(evaluation.step)
-        assert evaluation is pl_module.latest
+    def on_evaluation(self, evaluation: Evaluation) -> None:
+        (evaluations,) = self.pipeline
+        # Handed on after the history holds the record, in the order of the consumers.
+        self.seen.append((evaluation.step, len(evaluations.history), evaluations.latest))
 
 
-def test_the_module_hands_each_evaluation_to_listeners():
-    _, module, dm = _setup()
-    recorder = Recorder()
-    module.trainer = SimpleNamespace(datamodule=dm, global_step=0, logger=None,
-                                     callbacks=[object(), recorder])  # fmt: skip
-    record = module.evaluate()
-    assert recorder.steps == [0] and module.latest is record
-    assert module.history[-1]["test/acc"] == record.metrics["test/acc"].tolist()
+def test_the_pipeline_records_each_evaluation_and_hands_it_to_its_consumers_in_order():
+    cfg, module, dm = _setup()
+    pipeline: list = []
+    first, second = Recorder(pipeline), Recorder(pipeline)
+    settings = EvaluationSettings(grid_resolution=12, ood_radius=cfg.data.radius)
+    evaluations = Evaluations(module.net, dm, settings, every_n_steps=5, consumers=[first, second])
+    pipeline.append(evaluations)
+    module.net.train()
+    records = [evaluations.evaluate(0), evaluations.evaluate(5)]
+    assert module.net.training  # evaluated in eval mode, handed back in train mode
+    assert first.seen == second.seen == [(0, 1, records[0]), (5, 2, records[1])]
+    assert [h["step"] for h in evaluations.history] == [0, 5]
+    assert evaluations.history[-1]["test/acc"] == records[1].metrics["test/acc"].tolist()
+    # measure() records nothing and hands nothing on.
+    again = evaluations.measure(5)
+    assert again.metrics["test/acc"].tolist() == records[1].metrics["test/acc"].tolist()
+    assert len(evaluations.history) == 2 and len(first.seen) == 2
+
+
+def test_the_pipeline_evaluates_at_step_0_every_n_steps_and_at_the_end(tmp_path, tiny_config):
+    """From a real Trainer run: steps 0, 100 and the last (250, not a multiple of 100)."""
+    result = train(tiny_config("trainer.max_steps=250"), tmp_path)[0]
+    assert [h["step"] for h in result["history"]] == [0, 100, 200, 250]
+    checkpoint = torch.load(tmp_path / "checkpoints" / "step=100.ckpt", weights_only=True)
+    assert [h["step"] for h in checkpoint["spiralmix"]["history"]] == [0, 100]
 
 
 def test_k_class_run_writes_k_class_probabilities(tmp_path):

@@ -26,6 +26,7 @@ from spiralmix.events import (
     frame_records,
     masked_crc32c,
 )
+from spiralmix.module import MixupClassifier
 
 
 def test_checksums_equal_tensorboards_for_blobs_of_any_length():
@@ -171,3 +172,33 @@ def test_a_run_has_one_lightning_logger_for_all_members(tmp_path, tiny_config, m
     (logger,) = seen
     assert isinstance(logger, EnsembleLogger) and len(logger.members) == 3
     assert [Path(m.log_dir) for m in logger.members] == [tmp_path / f"seed={s}" for s in (1, 2, 3)]
+
+
+class LoggingClassifier(MixupClassifier):
+    """A Lightning user's habit: ``self.log`` in ``training_step``."""
+
+    def training_step(self, batch, batch_idx):
+        super().training_step(batch, batch_idx)
+        self.log("custom/chunk", float(batch_idx + 1))
+
+
+def _train_logging(tmp_path, tiny_config, monkeypatch, *overrides):
+    import spiralmix.train as train_module
+
+    monkeypatch.setattr(train_module, "MixupClassifier", LoggingClassifier)
+    return train_module.train(tiny_config(*overrides), tmp_path)
+
+
+def test_self_log_in_a_one_member_run_lands_in_its_run(tmp_path, tiny_config, monkeypatch):
+    _train_logging(tmp_path, tiny_config, monkeypatch)
+    # One point per training_step call (a chunk of 50 steps), at Lightning's count of the
+    # calls before it.
+    assert _scalars(tmp_path)["custom/chunk"] == [(0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0)]
+    assert "train/loss" in _scalars(tmp_path)  # beside the run's own scalars
+
+
+def test_self_log_in_an_ensemble_fails_naming_the_key(tmp_path, tiny_config, monkeypatch):
+    with pytest.raises(ValueError, match=r"self\.log\('custom/chunk'\).*2 members.*members\[e\]"):
+        _train_logging(tmp_path, tiny_config, monkeypatch, "seeds=[1,2]")
+    for seed in (1, 2):  # nothing half-logged into either member's run
+        assert "custom/chunk" not in _scalars(tmp_path / f"seed={seed}")
