@@ -38,14 +38,14 @@ log = logging.getLogger("spiralmix")
 
 
 def build_module(members: list[DictConfig]) -> MixupClassifier:
-    """The LightningModule for these members: the ``model`` group's keys as they are, the
-    shared settings of other groups from the first member, and each member's own seed and
-    regularizer (:func:`spiralmix.regularizers.build`)."""
+    """The LightningModule for these members: shared settings from the first, each
+    member's own regularizer (:func:`spiralmix.regularizers.build`)."""
     cfg = members[0]
     return MixupClassifier(
         regularizers=[regularizers.build(m) for m in members],
         seeds=[m.seed for m in members],
-        **OmegaConf.to_container(cfg.model, resolve=True),  # hidden_dims, lr
+        hidden_dims=list(cfg.model.hidden_dims),
+        lr=cfg.model.lr,
         pairing=cfg.mixup.pairing,
         batch_size=cfg.data.batch_size,
         steps_per_call=cfg.trainer.steps_per_call,
