@@ -7,9 +7,12 @@ import json
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from spiralmix import metrics
+from spiralmix.callbacks import BoundaryImages, EvaluationScalars
 from spiralmix.evaluation import Evaluation, Evaluations, EvaluationSettings, evaluate, square_grid
+from spiralmix.events import RunLogger
 from spiralmix.train import build_datamodule, build_module, train
 from tests.conftest import TINY, compose_config, members
 
@@ -94,6 +97,26 @@ def test_the_pipeline_records_each_evaluation_and_hands_it_to_its_consumers_in_o
     again = evaluations.measure(5)
     assert again.metrics["test/acc"].tolist() == records[1].metrics["test/acc"].tolist()
     assert len(evaluations.history) == 2 and len(first.seen) == 2
+
+
+def test_the_consumers_write_each_members_run_without_a_trainer(tmp_path):
+    """Scalars and figures need nothing but the runs and data they are handed."""
+    cfg, module, dm = _setup()
+    runs = [RunLogger(save_dir=tmp_path / str(e), name="", version="") for e in range(2)]
+    figures = BoundaryImages(runs, ["spirals · none"] * 2, [1, 2], dm, cfg.model.hidden_dims)
+    settings = EvaluationSettings(grid_resolution=12, ood_radius=cfg.data.radius)
+    consumers = [EvaluationScalars(runs), figures]
+    evaluations = Evaluations(module.net, dm, settings, every_n_steps=5, consumers=consumers)
+    records = [evaluations.evaluate(0), evaluations.evaluate(5)]
+    for run in runs:
+        run.finalize("success")
+    for e in range(2):
+        events = EventAccumulator(str(tmp_path / str(e)), size_guidance={"images": 0})
+        events.Reload()
+        acc = [(s.step, s.value) for s in events.Scalars("test/acc")]
+        assert acc == [(r.step, pytest.approx(r.metrics["test/acc"][e].item())) for r in records]
+        assert [i.step for i in events.Images("boundary/test_data")] == [0]  # once
+        assert [i.step for i in events.Images("boundary/probability")] == [0, 5]
 
 
 def test_the_pipeline_evaluates_at_step_0_every_n_steps_and_at_the_end(tmp_path, tiny_config):
