@@ -40,7 +40,7 @@ def _binned_gaps(
 def _equal_width_bins(confidence: torch.Tensor, n_bins: int) -> torch.Tensor:
     """Bin i holds [i/n, (i+1)/n), and bin n a confidence of exactly 1 (as torchmetrics)."""
     edges = torch.linspace(0, 1, n_bins + 1, dtype=confidence.dtype)
-    return torch.bucketize(confidence, edges, right=True) - 1  # (E, N) in 0..n_bins
+    return torch.bucketize(confidence.contiguous(), edges, right=True) - 1  # (E, N) in 0..n_bins
 
 
 def binned_calibration_error(

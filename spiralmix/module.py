@@ -70,6 +70,7 @@ class MixupClassifier(pl.LightningModule):
         ece_bins: int = 15,
         flatten_fraction: float = 0.1,
         grid_resolution: int = 100,
+        temperature_scaling: bool = False,
         n_classes: int = 2,
         ood_center: Sequence[float] = (0.0, 0.0),
         ood_radius: float = 2.0,
@@ -348,6 +349,7 @@ class MixupClassifier(pl.LightningModule):
             flatten_fraction=hp.flatten_fraction,
             ood_center=tuple(hp.ood_center),
             ood_radius=hp.ood_radius,
+            temperature_scaling=hp.temperature_scaling,
         )
         was_training = self.training
         self.eval()

@@ -54,6 +54,7 @@ def build_module(members: list[DictConfig]) -> MixupClassifier:
         ece_bins=cfg.evaluation.ece_bins,
         flatten_fraction=cfg.evaluation.flatten_fraction,
         grid_resolution=cfg.evaluation.grid_resolution,
+        temperature_scaling=cfg.evaluation.temperature_scaling,
         n_classes=cfg.data.n_classes,
         ood_center=list(cfg.data.center),
         ood_radius=cfg.data.radius,
