@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from spiralmix import metrics
 
-# Golden-section iterations: the bracket shrinks by 0.618 per iteration, 60 reach float64's
-# resolution of log T.
+# Golden-section iterations: the bracket shrinks by 0.618 per iteration; after 60 the log T
+# bracket of the default bounds is 1e-11 wide.
 _GOLDEN_ITERATIONS = 60
 
 
@@ -101,14 +101,15 @@ def confidence_gap(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def fit_temperature(
-    logits: torch.Tensor, y: torch.Tensor, bounds: tuple[float, float] = (0.01, 100.0)
+    logits: torch.Tensor, y: torch.Tensor, bounds: tuple[float, float] = (1e-3, 1e4)
 ) -> torch.Tensor:
     """The temperature T per member, (E,) float64, that minimises the NLL of
     ``logits / T`` on (validation) labels y (Guo et al., 2017).
 
     The NLL of β·logits is convex in β = 1/T, so it has one minimum along log T: a golden-
     section search over log T within ``bounds`` finds it, deterministically and for all
-    members at once. A member whose minimum lies outside reaches the nearer bound; one
+    members at once. The upper bound is far: an unregularized net's logits on noisy data
+    are so large that its best T can exceed 100. A member whose minimum lies outside reaches the nearer bound; one
     with non-finite logits gets NaN.
     """
     z = logits.double()
