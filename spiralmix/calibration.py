@@ -108,10 +108,10 @@ def fit_temperature(
 
     The NLL of β·logits is convex in β = 1/T, so it has one minimum along log T: a golden-
     section search over log T within ``bounds`` finds it, deterministically and for all
-    members at once. The upper bound is far: an unregularized net's logits on noisy data
-    are so large that its best T can exceed 100, and a member below chance on the points is
-    best at T → ∞ (every prediction uniform) and gets the bound. A member whose minimum lies outside reaches the nearer bound; one
-    with non-finite logits gets NaN.
+    members at once. A member whose minimum lies outside reaches the nearer bound; one with
+    non-finite logits gets NaN. The upper bound is far: an unregularized net's logits on
+    noisy data are so large that its best T can exceed 100, and a member below chance on the
+    points is best at T → ∞ (every prediction uniform) and gets the bound.
     """
     z = logits.double()
     y = y.double()  # binary cross-entropy computes in the targets' dtype
