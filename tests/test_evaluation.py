@@ -158,3 +158,14 @@ def test_temperature_is_fitted_on_validation_points_only():
     dm.test_y = 1 - dm.test_y
     flipped = evaluate(net, dm, settings, step=0)
     assert torch.equal(flipped.metrics["temperature/T"], record.metrics["temperature/T"])
+
+
+def test_the_new_metrics_reach_metrics_json(tmp_path):
+    split = ["data.test_fraction=0.8", "data.val_fraction=0.1"]
+    cfg = compose_config([*TINY, "data.noise=0.2", *split, "evaluation.temperature_scaling=true"])
+    train(cfg, tmp_path)
+    final = json.loads((tmp_path / "metrics.json").read_text())["final"]
+    for name in ("truth/bayes_acc", "temperature/T", "selective/aurc", "ood/auroc_confidence",
+                 "calibration/ece", "truth/calibration_error_grid"):  # fmt: skip
+        assert isinstance(final[name], float), name
+    assert 0.5 < final["truth/bayes_acc"] < 1 and final["temperature/T"] > 0
