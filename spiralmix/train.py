@@ -57,6 +57,7 @@ def build_module(members: list[DictConfig]) -> MixupClassifier:
             flatten_fraction=cfg.evaluation.flatten_fraction,
             ood_center=tuple(cfg.data.center),
             ood_radius=cfg.data.radius,
+            temperature_scaling=cfg.evaluation.temperature_scaling,
         ),
         n_classes=cfg.data.n_classes,
     )
