@@ -526,3 +526,54 @@ def test_report_html_renders_in_a_browser(compare_sweep, tmp_path):
     image = matplotlib.image.imread(shot)
     assert image.shape[:2] == (1600, 1200)
     assert len(np.unique((image[..., :3] * 255).astype(int).reshape(-1, 3), axis=0)) > 50
+
+
+def config_of(lr: float, regularizer: str) -> dict:
+    """The part of a saved config these tests vary: model.lr, and one regularizer key."""
+    return {"seed": 0, "regularizer_name": regularizer, "data": {"name": "spirals"},
+            "model": {"lr": lr, "p": 0.2 if regularizer == "dropout" else 0.0}}  # fmt: skip
+
+
+def test_two_sweeps_with_different_lr_in_one_folder_are_never_paired(tmp_path):
+    """Two sweeps into one folder: none and input_mixup at lr 0.001, then at lr 0.01, given
+    by an experiment preset (so the command lines look alike). The saved configs differ."""
+    for sweep, lr in (("first", 0.001), ("second", 0.01)):
+        for regularizer in ("none", "input_mixup", "dropout"):
+            job = tmp_path / sweep / f"regularizer={regularizer}"
+            write_job(job, regularizer, [f"regularizer={regularizer}", "experiment=x"],
+                      seeds=list(range(1, 7)))  # fmt: skip
+            for seed in range(1, 7):
+                acc = 0.9 - (0.2 if lr == 0.01 and regularizer == "none" else 0) + seed / 1000
+                write_run(job / f"seed={seed}", regularizer, seed, acc, 1.0, boundary=False,
+                          config=config_of(lr, regularizer))  # fmt: skip
+
+    report = write_report(tmp_path)
+
+    assert report.axis == "model.lr"  # numeric: drawn as an axis, a row per value
+    rows = {g.name: len(g.runs) for g in report.groups}
+    assert rows == {f"{r} (model.lr={lr})": 6 for r in ("none", "input_mixup", "dropout")
+                    for lr in ("0.001", "0.01")}  # fmt: skip
+    # model.p differs between dropout and the others: that is what dropout is, not a setting.
+    assert all("model.p" not in g.name for g in report.groups)
+    for c in report.comparisons:
+        assert c.group.x == c.baseline.x and c.n == 6
+    acc = {c.group.name: c.mean for c in report.comparisons if c.column.name == "test_acc"}
+    assert acc["input_mixup (model.lr=0.001)"] == pytest.approx(0.0)
+    assert acc["input_mixup (model.lr=0.01)"] == pytest.approx(0.2)
+
+
+def test_too_many_differing_settings_are_refused_in_one_line(tmp_path, capsys):
+    for i, (lr, noise, steps, width) in enumerate(
+        [(0.001, 0.0, 100, 32), (0.01, 0.1, 200, 64), (0.01, 0.0, 100, 16)]
+    ):
+        job = tmp_path / f"job{i}"
+        write_job(job, "none", ["regularizer=none"])
+        config = {"model": {"lr": lr, "width": width}, "data": {"noise": noise},
+                  "trainer": {"max_steps": steps}}  # fmt: skip
+        write_run(job, "none", 1, 0.9, 1.0, boundary=False, config=config)
+
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("spiralmix.report: error: runs differ in trainer.max_steps (100, 200)")
+    assert not (tmp_path / "report.md").exists()
