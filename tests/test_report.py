@@ -350,7 +350,7 @@ def test_effective_rank_is_computed_from_spectra_when_metrics_lack_it(compare_sw
     expected = float(effective_rank(torch.tensor([4.0, 2.0, 1.0, 0.5, 0.1, 0.05])))
     none = read_csv(compare_sweep / "report.csv")[0]
     assert float(none["erank_layer1_mean"]) == pytest.approx(expected, rel=1e-6)
-    assert "erank L1" in (compare_sweep / "report.md").read_text()
+    assert "effective rank, layer 1" in (compare_sweep / "report.md").read_text()
 
 
 def one_seed_jobs(sweep: Path, cells) -> None:
@@ -377,7 +377,7 @@ def test_significant_difference_is_marked_and_stated(tmp_path):
     assert loss.p == pytest.approx(2 / 256) and loss.significant
     assert loss.mean == pytest.approx(-(0.5 + 0.45))
     assert "`mixup` lowers the test loss against none by 0.950 [" in report.verdict
-    assert "(p = 0.0078) over 8 seeds" in report.verdict
+    assert "(better, p = 0.0078)" in report.verdict and "over 8 seeds" in report.verdict
     assert "its differences in test accuracy" in report.verdict
     assert "not significant" in report.verdict and "can be significant" not in report.verdict
     # Differences −0.6 … −1.3: the interval lies inside their range, around the mean.
@@ -385,7 +385,7 @@ def test_significant_difference_is_marked_and_stated(tmp_path):
     cell = f"−0.950 [{loss.ci[0]:+.3f}, {loss.ci[1]:+.3f}]".replace("-", "−")
     assert f"**{cell}** p=0.0078" in (tmp_path / "report.md").read_text()
     html = (tmp_path / "report.html").read_text()
-    assert f'<td class="significant">{cell} p=0.0078</td>' in html
+    assert f'<td class="significant better">{cell} p=0.0078</td>' in html
 
 
 def test_report_html_holds_every_figure_and_table(compare_sweep):
@@ -483,8 +483,22 @@ def test_categorical_setting_becomes_facets(tmp_path):
     assert [c.mean for c in acc] == [pytest.approx(0.0), pytest.approx(0.0)]
     loss = [c for c in report.comparisons if c.column.name == "test_loss"]
     assert all(c.p == pytest.approx(2 / 64) and c.significant for c in loss)
-    assert "At data.name=moons, `mixup` lowers the test loss" in report.verdict
-    assert "At data.name=spirals, `mixup` lowers the test loss" in report.verdict
+    # One line for mixup: its verdict across the two data sets, then where it is better.
+    line = next(x for x in report.verdict.splitlines() if x.startswith("- **`mixup`**"))
+    assert "across 2 data sets: test accuracy **practically equivalent**" in line
+    assert "better than none: test loss on moons (−0.035) and spirals (−0.035)" in line
+    across = {(r["metric"], r["regularizer"]): r for r in read_csv(tmp_path / "report_across.csv")}
+    loss = across["test_loss", "mixup"]
+    # Lower loss than none on every paired seed of both data sets; none is the baseline.
+    assert float(loss["probability_of_improvement"]) == 1.0 and loss["n_pairs"] == "12"
+    assert (float(loss["poi_ci_low"]), float(loss["poi_ci_high"])) == (1.0, 1.0)
+    assert (
+        float(loss["average_rank"]) == 1.0
+        and float(across["test_loss", "none"]["average_rank"]) == 2.0
+    )
+    assert across["test_acc", "mixup"]["verdict"] == "practically equivalent"
+    assert float(across["test_acc", "mixup"]["rope"]) == 0.01
+    assert across["test_loss", "none"]["probability_of_improvement"] == ""
     md = (tmp_path / "report.md").read_text()
     assert "| data.name | regularizer | seeds | test acc |" in md
     assert "| moons | mixup | 6 |" in md

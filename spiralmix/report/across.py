@@ -338,8 +338,11 @@ def _across_metric(
     scores: dict[tuple[str, str], dict[int, float]], cells: dict[tuple[str, str], Group],
     rope: float | None,
 ) -> AcrossMetric:  # fmt: skip
+    # Ranks and wins need only the order of the raw values: higher-is-better signed values.
+    sign = 1.0 if column.better == "max" else -1.0
+    raw = {(t, r): cells[t, r].values(column) for t in tasks for r in regularizers}
     means = torch.tensor(
-        [[sum(scores[t, r].values()) / len(scores[t, r]) for r in regularizers] for t in tasks],
+        [[sign * sum(raw[t, r].values()) / len(raw[t, r]) for r in regularizers] for t in tasks],
         dtype=torch.float64,
     )
     ranks = average_ranks(means)
@@ -352,27 +355,27 @@ def _across_metric(
         row = Across(column, r, baseline, tasks, len(pooled[r]), float(iqm(pooled[r])),
                      iqm_interval(per_task), float(ranks[j]))  # fmt: skip
         if r != baseline:
-            _against_baseline(row, tasks, scores, cells, r, baseline, rope)
+            _against_baseline(row, tasks, raw, r, baseline, sign, rope)
         rows.append(row)
     cd = nemenyi_cd(len(regularizers), len(tasks))
     return AcrossMetric(column, tasks, rows, chi2, p, cd, pooled)
 
 
 def _against_baseline(
-    row: Across, tasks: list[str], scores: dict[tuple[str, str], dict[int, float]],
-    cells: dict[tuple[str, str], Group], r: str, baseline: str, rope: float | None,
+    row: Across, tasks: list[str], raw: dict[tuple[str, str], dict[int, float]], r: str,
+    baseline: str, sign: float, rope: float | None,
 ) -> None:  # fmt: skip
     """Fill in the paired probability of improvement and the Bayesian verdict."""
     x, y, task_differences = [], [], []
     for t in tasks:
-        common = sorted(set(scores[t, r]) & set(scores[t, baseline]))
+        common = sorted(set(raw[t, r]) & set(raw[t, baseline]))
         if not common:
             return
-        x.append(torch.tensor([scores[t, r][s] for s in common], dtype=torch.float64))
-        y.append(torch.tensor([scores[t, baseline][s] for s in common], dtype=torch.float64))
-        # The ROPE is in the metric's units: the raw per-seed differences, mean per task.
-        mine, theirs = cells[t, r].values(row.column), cells[t, baseline].values(row.column)
-        task_differences.append(sum(mine[s] - theirs[s] for s in common) / len(common))
+        x.append(torch.tensor([sign * raw[t, r][s] for s in common], dtype=torch.float64))
+        y.append(torch.tensor([sign * raw[t, baseline][s] for s in common], dtype=torch.float64))
+        # The ROPE is in the metric's units: the per-seed differences, mean per task.
+        task_differences.append(sum(raw[t, r][s] - raw[t, baseline][s] for s in common)
+                                / len(common))  # fmt: skip
     row.n_pairs = sum(len(xt) for xt in x)
     row.poi = probability_of_improvement(x, y)
     row.poi_ci = paired_poi_interval(x, y)
@@ -380,7 +383,7 @@ def _against_baseline(
     if rope is None:
         return
     below, equivalent, above = bayesian_signed_rank(task_differences, rope)
-    worse, better = (below, above) if row.column.better == "max" else (above, below)
+    worse, better = (below, above) if sign > 0 else (above, below)
     row.rope = rope
     row.posterior = (worse, equivalent, better)
     row.verdict = bayesian_verdict(*row.posterior)

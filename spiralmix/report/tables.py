@@ -165,10 +165,11 @@ def paired_table(
         explanation += (
             f" Where an interval excludes 0 but p ≥ 0.05 ({len(split)} cell"
             f"{'s' if len(split) > 1 else ''}, e.g. {c.group.name} on {c.column.label}): "
-            "the interval is a percentile bootstrap of the mean, approximate and too narrow "
-            "with few seeds, and uncorrected for the comparisons; the p-value is exact and "
-            f"Holm-corrected, and with {n} pairs and {family} comparisons it cannot go below "
-            f"{smallest_p(n, family):.3g}. Trust the p-value."
+            "the interval is a percentile bootstrap of the mean, approximate (too narrow "
+            "with few seeds) and not corrected for the comparisons, while the p-value is exact "
+            f"and Holm-corrected over {family} comparisons (with {n} pairs its smallest "
+            f"possible value is {smallest_p(n, family):.2g}): a seed or two against the "
+            "difference is enough to keep it above 0.05. Trust the p-value."
         )
     return Table(f"Paired differences against {baseline}", explanation, header, rows)
 

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from spiralmix.atomic import write_atomic
-from spiralmix.config import config_dir
+from spiralmix.config import config_dir, register
 from spiralmix.report import figures, html, tables
 from spiralmix.report.across import AcrossMetric, across_tasks
 from spiralmix.report.runs import (
@@ -85,12 +85,17 @@ def command_line(sweep_dir: Path, jobs: Sequence[Job]) -> str | None:
         if not path.is_file():
             continue
         try:
-            overrides = OmegaConf.load(path).hydra.overrides
+            overrides = OmegaConf.select(OmegaConf.load(path), "hydra.overrides")
         except Exception:  # an unreadable file: try the next one
             continue
-        hydra_args = [str(o) for o in overrides.hydra if str(o) != "hydra.mode=MULTIRUN"]
+        if overrides is None:
+            continue
+        hydra_args = [
+            str(o) for o in overrides.get("hydra") or [] if str(o) != "hydra.mode=MULTIRUN"
+        ]
         flag = "-m " if path.name == "multirun.yaml" else ""
-        return " ".join(["python -m spiralmix", flag + " ".join(map(str, overrides.task)),
+        task = overrides.get("task") or []
+        return " ".join(["python -m spiralmix", flag + " ".join(map(str, task)),
                          *hydra_args]).replace("  ", " ").strip()  # fmt: skip
     return None
 
@@ -101,6 +106,7 @@ def default_settings() -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    register()  # the schema and resolvers the configs use
     try:
         if GlobalHydra.instance().is_initialized():  # inside a running sweep (the callback)
             cfg = compose("config")
