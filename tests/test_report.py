@@ -574,6 +574,12 @@ def test_two_sweeps_with_different_lr_in_one_folder_are_never_paired(tmp_path):
     acc = {c.group.name: c.mean for c in report.comparisons if c.column.name == "test_acc"}
     assert acc["input_mixup (model.lr=0.001)"] == pytest.approx(0.0)
     assert acc["input_mixup (model.lr=0.01)"] == pytest.approx(0.2)
+    # The page says what differs from the defaults (conf/): the varying model.lr; data.name
+    # is the default and model.p is dropout's own, so neither is listed.
+    page = (tmp_path / "report.html").read_text()
+    assert "<dt>Runs</dt><dd>36 completed, 0 failed or unfinished; 6 (1–6) seeds;" in page
+    assert "<dt>Data set</dt><dd>spirals</dd>" in page
+    assert "<dt>Not the defaults</dt><dd><code>model.lr: 0.001, 0.01</code></dd>" in page
 
 
 def test_too_many_differing_settings_are_refused_in_one_line(tmp_path, capsys):
@@ -591,3 +597,22 @@ def test_too_many_differing_settings_are_refused_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 0
     assert err.startswith("spiralmix.report: error: runs differ in trainer.max_steps (100, 200)")
     assert not (tmp_path / "report.md").exists()
+
+
+def test_an_interval_that_excludes_0_without_significance_is_explained(tmp_path):
+    """Six seeds, two regularizers: every difference positive gives p = 2/64 = 0.031, Holm
+    doubles it to 0.0625 ≥ 0.05, while the bootstrap interval lies above 0."""
+    cells = []
+    for seed in range(1, 7):
+        cells.append(({}, "none", seed, 0.8, 1.0, {}))
+        cells.append(({}, "mixup", seed, 0.8 + seed / 100, 1.0, {}))
+        cells.append(({}, "dropout", seed, 0.8 + seed / 100, 1.0, {}))
+    one_seed_jobs(tmp_path, cells)
+
+    report = write_report(tmp_path)
+
+    acc = [c for c in report.comparisons if c.column.name == "test_acc"]
+    assert all(c.ci[0] > 0 and c.p_holm == pytest.approx(0.0625) for c in acc)
+    md = (tmp_path / "report.md").read_text()
+    assert "Where an interval excludes 0 but p ≥ 0.05 (2 cells, e.g. dropout on test acc)" in md
+    assert "with 6 pairs its smallest possible value is 0.062: it cannot reach 0.05" in md

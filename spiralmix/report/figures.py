@@ -404,12 +404,12 @@ def _cliques(ranks: Sequence[float], cd: float) -> list[tuple[int, int]]:
 def critical_difference_figure(metrics: Sequence[AcrossMetric]) -> Figure:
     """Demšar's critical-difference diagram per metric: the average ranks on a line (1 =
     best, left), a bar joining regularizers whose ranks differ by less than Nemenyi's CD."""
-    fig = Figure(figsize=(7.5, 2.6 * len(metrics) + 0.4), layout="constrained")
+    fig = Figure(figsize=(9.0, 2.6 * len(metrics) + 0.4), layout="constrained")
     axes = fig.subplots(len(metrics), 1, squeeze=False)[:, 0]
     for ax, metric in zip(axes, metrics):
         rows = sorted(metric.rows, key=lambda r: r.average_rank)
         k = len(rows)
-        ax.set_xlim(0.6, k + 0.4)
+        ax.set_xlim(-1.0, k + 2.0)  # room for the names left and right of the scale
         ax.set_ylim(0.5 - 0.16 * math.ceil(k / 2), 1.12)
         ax.hlines(0.8, 1, k, color="black", linewidth=1)
         for tick in range(1, k + 1):
@@ -418,11 +418,11 @@ def critical_difference_figure(metrics: Sequence[AcrossMetric]) -> Figure:
         for i, r in enumerate(rows):
             left = i < math.ceil(k / 2)
             y = 0.55 - 0.16 * (i if left else k - 1 - i)
-            x_text = 0.65 if left else k + 0.35
+            x_end = 0.8 if left else k + 0.2
             c = color_of(r.regularizer)
-            ax.plot([r.average_rank, r.average_rank, x_text], [0.8, y, y], color=c, linewidth=1.5)
-            ax.text(x_text, y + 0.03, f"{r.regularizer} ({r.average_rank:.2f})", color=c,
-                    ha="left" if left else "right", va="bottom", fontsize=9)  # fmt: skip
+            ax.plot([r.average_rank, r.average_rank, x_end], [0.8, y, y], color=c, linewidth=1.5)
+            ax.text(x_end + (-0.05 if left else 0.05), y, f"{r.regularizer} ({r.average_rank:.2f})",
+                    color=c, ha="right" if left else "left", va="center", fontsize=9)  # fmt: skip
         if metric.cd is not None:
             ranks = [r.average_rank for r in rows]
             for n, (i, j) in enumerate(_cliques(ranks, metric.cd)):

@@ -82,9 +82,11 @@ def page(
     run_dirs: Sequence[Path],
     sweep_dir: Path,
     about: Sequence[tuple[str, str]] = (),
+    appendix: Sequence[Table] = (),
 ) -> str:
     """The HTML text: what the sweep is (about: label, text), verdict, notes, tables,
-    figures (file name → PNG bytes), problems and the run folders to open in TensorBoard."""
+    figures (file name → PNG bytes), the appendix tables (per seed), problems and the run
+    folders to open in TensorBoard."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -116,6 +118,7 @@ def page(
             f'src="data:image/png;base64,{data}"><figcaption>{html.escape(name)}</figcaption>'
             "</figure>"
         )
+    parts += [table_html(t) for t in appendix]
     if problems is not None and problems.rows:
         parts.append(table_html(problems))
     else:

@@ -167,9 +167,14 @@ def paired_table(
             f"{'s' if len(split) > 1 else ''}, e.g. {c.group.name} on {c.column.label}): "
             "the interval is a percentile bootstrap of the mean, approximate (too narrow "
             "with few seeds) and not corrected for the comparisons, while the p-value is exact "
-            f"and Holm-corrected over {family} comparisons (with {n} pairs its smallest "
-            f"possible value is {smallest_p(n, family):.2g}): a seed or two against the "
-            "difference is enough to keep it above 0.05. Trust the p-value."
+            f"and Holm-corrected over {family} comparisons; with {n} pairs its smallest "
+            f"possible value is {smallest_p(n, family):.2g}"
+            + (
+                ": it cannot reach 0.05 whatever the seeds say."
+                if smallest_p(n, family) >= 0.05
+                else ", so a seed or two against the difference keeps it above 0.05."
+            )
+            + " Trust the p-value."
         )
     return Table(f"Paired differences against {baseline}", explanation, header, rows)
 

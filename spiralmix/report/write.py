@@ -291,9 +291,9 @@ def write_report(
     if across:
         texts["report_across.csv"] = tables.across_csv(across)
     texts["report.html"] = html.page(
-        title, the_verdict, notes, [*shown, per_seed] if groups else [], pngs,
+        title, the_verdict, notes, shown if groups else [], pngs,
         tables.problems_table(problems), [run.path for run in runs if run.path], sweep_dir,
-        about,
+        about, [per_seed] if groups else [],
     )  # fmt: skip
     for name, text in texts.items():
         _write_text(sweep_dir / name, text)
