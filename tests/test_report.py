@@ -616,3 +616,46 @@ def test_an_interval_that_excludes_0_without_significance_is_explained(tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "Where an interval excludes 0 but p ≥ 0.05 (2 cells, e.g. dropout on test acc)" in md
     assert "with 6 pairs its smallest possible value is 0.062: it cannot reach 0.05" in md
+
+
+def test_each_regularizer_keeps_its_colour_in_every_report():
+    from spiralmix.report.figures import COLORS, color_of, colors
+    from spiralmix.report.stats import Group
+
+    assert color_of("mixup") == COLORS["mixup"] == "tab:blue"
+    # Another name's colour depends on the name only, not on which rows a sweep holds.
+    alone = colors([Group("my_reg", "my_reg", [])])
+    among = colors([Group("none", "none", []), Group("zz", "zz", []),
+                    Group("my_reg (model.lr=0.1)", "my_reg", [])])  # fmt: skip
+    assert alone["my_reg"] == among["my_reg (model.lr=0.1)"] == color_of("my_reg")
+    assert among["none"] == COLORS["none"]
+
+
+@pytest.mark.parametrize("bad", ["-0.1", "test_ece=0.1", "test_acc=x"])
+def test_cli_rejects_a_bad_rope_in_one_line(compare_sweep, capsys, bad):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(compare_sweep), "--rope", bad])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"--rope={bad} is invalid" in err
+
+
+def test_cli_rope_sets_the_equivalence_region(tmp_path):
+    cells = []
+    for name, shift in (("spirals", 0.0), ("moons", 0.2)):
+        for seed in range(1, 7):
+            cells.append(({"data.name": name}, "none", seed, 0.7 + shift, 0.5, {}))
+            cells.append(({"data.name": name}, "mixup", seed, 0.72 + shift, 0.5, {}))
+    one_seed_jobs(tmp_path, cells)
+
+    assert main([str(tmp_path), "--rope", "0.05"]) == 0
+    across = {(r["metric"], r["regularizer"]): r for r in read_csv(tmp_path / "report_across.csv")}
+    # +0.02 on every seed: inside a ROPE of ±0.05, so practically equivalent.
+    assert across["test_acc", "mixup"]["rope"] == "0.05"
+    assert across["test_acc", "mixup"]["verdict"] == "practically equivalent"
+    assert main([str(tmp_path), "--rope", "0.001"]) == 0
+    across = {(r["metric"], r["regularizer"]): r for r in read_csv(tmp_path / "report_across.csv")}
+    # Outside ±0.001: better, unless the prior's pseudo-observation at 0 outweighs both
+    # data sets (w0 > 1/√2), which few posterior samples do.
+    assert across["test_acc", "mixup"]["verdict"] == "better"
+    assert 0.95 <= float(across["test_acc", "mixup"]["p_better"]) < 1
