@@ -659,3 +659,25 @@ def test_cli_rope_sets_the_equivalence_region(tmp_path):
     # data sets (w0 > 1/√2), which few posterior samples do.
     assert across["test_acc", "mixup"]["verdict"] == "better"
     assert 0.95 <= float(across["test_acc", "mixup"]["p_better"]) < 1
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_better_is_green_and_worse_is_red_in_a_browser(tmp_path):
+    cells = []
+    for name in ("spirals", "moons"):
+        for seed in range(1, 9):
+            cells.append(({"data.name": name}, "none", seed, 0.9, 0.6, {}))
+            # Lower accuracy (worse, red) and lower loss (better, green) on every seed.
+            cells.append(({"data.name": name}, "mixup", seed, 0.8 - seed / 1000, 0.3, {}))
+    one_seed_jobs(tmp_path / "sweep", cells)
+    write_report(tmp_path / "sweep")
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,2400",
+         f"--screenshot={shot}", (tmp_path / "sweep" / "report.html").resolve().as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    pixels = (matplotlib.image.imread(shot)[..., :3] * 255).round().astype(int).reshape(-1, 3)
+    colours = {tuple(p) for p in np.unique(pixels, axis=0)}
+    assert (0xEE, 0xF8, 0xEE) in colours  # a better cell's background
+    assert (0xFC, 0xEF, 0xEE) in colours  # a worse cell's background

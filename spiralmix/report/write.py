@@ -120,8 +120,9 @@ def default_settings() -> dict[str, Any]:
 
 def changed_settings(runs: Sequence[Run], keys: Sequence[str]) -> list[str]:
     """'key=value' for every saved setting that differs from the defaults, the same in all
-    runs; settings that vary between runs are listed as 'key: a, b'. A regularizer preset's
-    own keys (model.p, mixup.*) are left out: the regularizer names them."""
+    runs; the settings that tell runs apart (keys) as 'key: a, b'. Left out: a regularizer
+    preset's own keys (model.p, mixup.*), named by the regularizer, and keys that follow a
+    swept setting (data=moons sets data.n_classes, ...)."""
     defaults = default_settings()
     saved = [saved_settings(run.metrics) for run in runs]
     if not defaults or not any(saved):
@@ -131,8 +132,9 @@ def changed_settings(runs: Sequence[Run], keys: Sequence[str]) -> list[str]:
         if key in REGULARIZER_KEYS or key.endswith("_target_"):
             continue
         values = list(dict.fromkeys(str(s[key]) for s in saved if key in s))
-        if len(values) > 1 or key in keys:
-            out.append(f"{key}: {', '.join(values)}")
+        if len(values) > 1:  # a facet or the axis; keys that follow a swept one are left out
+            if key in keys:
+                out.append(f"{key}: {', '.join(values)}")
         elif key in defaults and values[0] != str(defaults[key]):
             out.append(f"{key}={values[0]}")
     return out
