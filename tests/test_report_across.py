@@ -125,7 +125,7 @@ def test_average_ranks_and_friedman_equal_scipy():
 
 
 def test_friedman_and_nemenyi_equal_autorank():
-    autorank = pytest.importorskip("autorank")
+    autorank = pytest.importorskip("autorank")  # not in the dev extra (see pyproject.toml)
     import pandas
 
     scores = random_scores(8, 6, 4) + np.array([0.0, 0.2, 0.4, 0.6])  # 6 tasks, 4 methods
@@ -155,13 +155,42 @@ def test_nemenyi_table_equals_the_studentized_range(k):
     ],
 )
 def test_bayesian_signed_rank_equals_baycomp(differences, rope):
-    baycomp = pytest.importorskip("baycomp")
+    baycomp = pytest.importorskip("baycomp")  # not in the dev extra (see pyproject.toml)
     mine = bayesian_signed_rank(differences, rope)
     # baycomp's sampler is Monte-Carlo (numpy's generator, 50 000 samples): equal within noise.
     zeros = np.zeros(len(differences))
     theirs = baycomp.SignedRankTest.probs(zeros, np.array(differences), rope, random_state=0)
     assert mine == pytest.approx(theirs, abs=0.01)
     assert mine == bayesian_signed_rank(differences, rope)  # seeded
+
+
+def reference_signed_rank(differences, rope, samples=50_000, seed=0):
+    """baycomp's SignedRankTest written out with numpy's Dirichlet sampler: the region with
+    the largest posterior mass, counted over samples (prior weight ½ at 0)."""
+    z = np.concatenate([[0.0], differences])
+    sums = z[:, None] + z[None, :]
+    below = (sums < -2 * rope) + 0.5 * (sums == -2 * rope)
+    above = (sums > 2 * rope) + 0.5 * (sums == 2 * rope)
+    w = np.random.default_rng(seed).dirichlet([0.5, *[1.0] * len(differences)], samples)
+    p_below = np.einsum("si,ij,sj->s", w, below, w)
+    p_above = np.einsum("si,ij,sj->s", w, above, w)
+    winner = np.stack([p_below, 1 - p_below - p_above, p_above]).argmax(0)
+    return tuple(np.bincount(winner, minlength=3) / samples)
+
+
+@pytest.mark.parametrize(
+    ("differences", "rope"),
+    [
+        ([0.02, 0.03, 0.015, 0.04, 0.025, 0.05], 0.01),
+        ([0.002, -0.003, 0.001, 0.004, -0.001, 0.0], 0.01),
+        ([0.02, -0.03, 0.01, 0.04, -0.02, 0.005], 0.01),
+        ([-0.2, -0.1, -0.3, 0.05, -0.15, -0.25, -0.05], 0.02),
+    ],
+)
+def test_bayesian_signed_rank_equals_a_numpy_reference(differences, rope):
+    # Monte-Carlo on both sides, different generators: equal within sampling noise.
+    mine = bayesian_signed_rank(differences, rope)
+    assert mine == pytest.approx(reference_signed_rank(differences, rope), abs=0.01)
 
 
 def test_bayesian_verdicts_hand_computed():
