@@ -79,24 +79,22 @@ def _setting(jobs: Sequence[Job], key: str) -> Any:
 
 
 def command_line(sweep_dir: Path, jobs: Sequence[Job]) -> str | None:
-    """The command that made the sweep, from Hydra's multirun.yaml (else a job's hydra.yaml)."""
+    """The command that made the sweep, from Hydra's multirun.yaml (else a job's hydra.yaml),
+    as typed: interpolations such as ${hydra.job.num} are kept, not resolved."""
     candidates = [sweep_dir / "multirun.yaml"] + [j.path / ".hydra" / "hydra.yaml" for j in jobs]
     for path in candidates:
         if not path.is_file():
             continue
         try:
             overrides = OmegaConf.select(OmegaConf.load(path), "hydra.overrides")
+            overrides = OmegaConf.to_container(overrides, resolve=False) if overrides else {}
         except Exception:  # an unreadable file: try the next one
             continue
-        if overrides is None:
-            continue
-        hydra_args = [
-            str(o) for o in overrides.get("hydra") or [] if str(o) != "hydra.mode=MULTIRUN"
-        ]
-        flag = "-m " if path.name == "multirun.yaml" else ""
-        task = overrides.get("task") or []
-        return " ".join(["python -m spiralmix", flag + " ".join(map(str, task)),
-                         *hydra_args]).replace("  ", " ").strip()  # fmt: skip
+        hydra_args = [str(o) for o in overrides.get("hydra") or []]
+        hydra_args = [o for o in hydra_args if o != "hydra.mode=MULTIRUN"]
+        task = [str(o) for o in overrides.get("task") or []]
+        flag = ["-m"] if path.name == "multirun.yaml" else []
+        return " ".join(["python -m spiralmix", *flag, *task, *hydra_args])
     return None
 
 
