@@ -331,6 +331,11 @@ def interval(ci: tuple[float, float] | None, digits: int = 3) -> str:
     return MISSING if ci is None else f"[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
 
 
+def _task_names(tasks: Sequence[str]) -> list[str]:
+    """'data=moons' → 'moons' when the facet is one setting; several stay as they are."""
+    return [t.split("=", 1)[1] if "=" in t and ", " not in t else t for t in tasks]
+
+
 def across_table(metric: AcrossMetric, baseline: str) -> Table:
     """One metric across the tasks: a row per regularizer, the baseline first."""
     rows = []
@@ -361,7 +366,8 @@ def across_table(metric: AcrossMetric, baseline: str) -> Table:
     header = ["regularizer", "runs", "IQM [95 % CI]", f"P(better than {baseline}) [95 % CI]",
               "average rank", "P(worse / equivalent / better)", "verdict"]  # fmt: skip
     explanation = (
-        f"{len(metric.tasks)} data sets ({', '.join(metric.tasks)}). Friedman p = "
+        f"{len(metric.tasks)} data sets ({', '.join(_task_names(metric.tasks))}). "
+        f"Normalised scores (0 = chance, 1 = the data set's best run). Friedman p = "
         f"{p_text(metric.friedman_p)} (average ranks, 1 = best; a difference below the "
         f"Nemenyi critical difference {cd} is not significant)."
         + ("" if rope is None else f" Bayesian signed-rank ROPE: ±{rope:g}.")
