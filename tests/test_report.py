@@ -483,10 +483,15 @@ def test_categorical_setting_becomes_facets(tmp_path):
     assert [c.mean for c in acc] == [pytest.approx(0.0), pytest.approx(0.0)]
     loss = [c for c in report.comparisons if c.column.name == "test_loss"]
     assert all(c.p == pytest.approx(2 / 64) and c.significant for c in loss)
-    # One line for mixup: its verdict across the two data sets, then where it is better.
-    line = next(x for x in report.verdict.splitlines() if x.startswith("- **`mixup`**"))
-    assert "across 2 data sets: test accuracy **practically equivalent**" in line
-    assert "better than none: test loss on moons (−0.035) and spirals (−0.035)" in line
+    # An item for mixup: its verdict across the two data sets, then where it is better.
+    lines = report.verdict.splitlines()
+    start = lines.index("- **`mixup`**")
+    assert lines[start + 1].startswith("  - across 2 data sets: test accuracy **practically")
+    assert (
+        lines[start + 2] == "  - better than none: test loss on moons (−0.035) and spirals (−0.035)"
+    )
+    page = (tmp_path / "report.html").read_text()
+    assert "<li><b><code>mixup</code></b><ul><li>across 2 data sets" in page
     across = {(r["metric"], r["regularizer"]): r for r in read_csv(tmp_path / "report_across.csv")}
     loss = across["test_loss", "mixup"]
     # Lower loss than none on every paired seed of both data sets; none is the baseline.

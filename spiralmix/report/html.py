@@ -25,7 +25,8 @@ td.worse { color: #b3261e; background: #fcefee; }
 td.best { text-decoration: underline; }
 dl.about { display: grid; grid-template-columns: max-content auto; gap: 0.15em 1em; }
 dl.about dt { font-weight: bold; } dl.about dd { margin: 0; }
-.verdict ul { margin: 0.3em 0; padding-left: 1.3em; } .verdict li { margin: 0.25em 0; }
+.verdict ul { margin: 0.2em 0; padding-left: 1.3em; } .verdict li { margin: 0.15em 0; }
+.verdict ul ul { list-style: circle; }
 .legend { color: #555; font-size: 0.9em; }
 figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #eee; }
 code { background: #f3f3f3; padding: 0 0.2em; }
@@ -41,14 +42,20 @@ def inline_markdown(text: str) -> str:
 
 
 def blocks_html(text: str) -> str:
-    """Paragraphs and '- ' lists of the little Markdown the verdict uses."""
-    out, items = [], []
+    """Paragraphs and '- ' lists (with '  - ' sub-items) of the little Markdown the verdict
+    uses."""
+    out, items = [], []  # items: [text, [sub-items]]
     for line in [*text.split("\n"), ""]:
+        if line.startswith("  - ") and items:
+            items[-1][1].append(f"<li>{inline_markdown(line[4:])}</li>")
+            continue
         if line.startswith("- "):
-            items.append(f"<li>{inline_markdown(line[2:])}</li>")
+            items.append([inline_markdown(line[2:]), []])
             continue
         if items:
-            out.append(f"<ul>{''.join(items)}</ul>")
+            lis = [f"<li>{t}<ul>{''.join(sub)}</ul></li>" if sub else f"<li>{t}</li>"
+                   for t, sub in items]  # fmt: skip
+            out.append(f"<ul>{''.join(lis)}</ul>")
             items = []
         if line.strip():
             out.append(f"<p>{inline_markdown(line)}</p>")

@@ -183,7 +183,8 @@ def verdict(
             parts = [p for p in parts if p]
             if not parts:
                 parts = [f"no significant difference from {baseline}"]
-            lines.append(f"- **`{name}`** " + "; ".join(parts) + ".")
+            lines.append(f"- **`{name}`**")
+            lines += [f"  - {part}" for part in parts]
     if quiet:
         n = max(n for _, n in quiet)
         places = [where for where, _ in quiet if where]
