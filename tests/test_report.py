@@ -487,8 +487,9 @@ def test_categorical_setting_becomes_facets(tmp_path):
     lines = report.verdict.splitlines()
     start = lines.index("- **`mixup`**")
     assert lines[start + 1].startswith("  - across 2 data sets: test accuracy **practically")
-    assert (
-        lines[start + 2] == "  - better than none: test loss on moons (−0.035) and spirals (−0.035)"
+    assert lines[start + 2].startswith(
+        "  - better than none: test loss on moons (−0.035) and spirals (−0.035); "
+        "calibration error (ECE) on moons (−0.002)"
     )
     page = (tmp_path / "report.html").read_text()
     assert "<li><b><code>mixup</code></b><ul><li>across 2 data sets" in page
