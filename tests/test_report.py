@@ -548,13 +548,19 @@ def test_report_html_renders_in_a_browser(compare_sweep, tmp_path):
     assert len(np.unique((image[..., :3] * 255).astype(int).reshape(-1, 3), axis=0)) > 50
 
 
-def config_of(lr: float, regularizer: str) -> dict:
-    """The part of a saved config these tests vary: model.lr, and one regularizer key."""
-    return {"seed": 0, "regularizer_name": regularizer, "data": {"name": "spirals"},
-            "model": {"lr": lr, "p": 0.2 if regularizer == "dropout" else 0.0}}  # fmt: skip
+def config_of(lr: float, regularizer: str, legacy: bool = False) -> dict:
+    """The part of a saved config these tests vary: model.lr, and one regularizer key
+    (regularizer.p; model.p in runs from before regularizers were plugins)."""
+    p = 0.2 if regularizer == "dropout" else 0.0
+    config = {"seed": 0, "regularizer_name": regularizer, "data": {"name": "spirals"},
+              "model": {"lr": lr}, "regularizer": {"p": p}}  # fmt: skip
+    if legacy:
+        config["model"]["p"] = config.pop("regularizer")["p"]
+    return config
 
 
-def test_two_sweeps_with_different_lr_in_one_folder_are_never_paired(tmp_path):
+@pytest.mark.parametrize("legacy", [False, True], ids=["plugins", "before_plugins"])
+def test_two_sweeps_with_different_lr_in_one_folder_are_never_paired(tmp_path, legacy):
     """Two sweeps into one folder: none and input_mixup at lr 0.001, then at lr 0.01, given
     by an experiment preset (so the command lines look alike). The saved configs differ."""
     for sweep, lr in (("first", 0.001), ("second", 0.01)):
@@ -565,7 +571,7 @@ def test_two_sweeps_with_different_lr_in_one_folder_are_never_paired(tmp_path):
             for seed in range(1, 7):
                 acc = 0.9 - (0.2 if lr == 0.01 and regularizer == "none" else 0) + seed / 1000
                 write_run(job / f"seed={seed}", regularizer, seed, acc, 1.0, boundary=False,
-                          config=config_of(lr, regularizer))  # fmt: skip
+                          config=config_of(lr, regularizer, legacy))  # fmt: skip
 
     report = write_report(tmp_path)
 
@@ -573,15 +579,15 @@ def test_two_sweeps_with_different_lr_in_one_folder_are_never_paired(tmp_path):
     rows = {g.name: len(g.runs) for g in report.groups}
     assert rows == {f"{r} (model.lr={lr})": 6 for r in ("none", "input_mixup", "dropout")
                     for lr in ("0.001", "0.01")}  # fmt: skip
-    # model.p differs between dropout and the others: that is what dropout is, not a setting.
-    assert all("model.p" not in g.name for g in report.groups)
+    # p differs between dropout and the others: that is what dropout is, not a setting.
+    assert all(".p" not in g.name for g in report.groups)
     for c in report.comparisons:
         assert c.group.x == c.baseline.x and c.n == 6
     acc = {c.group.name: c.mean for c in report.comparisons if c.column.name == "test_acc"}
     assert acc["input_mixup (model.lr=0.001)"] == pytest.approx(0.0)
     assert acc["input_mixup (model.lr=0.01)"] == pytest.approx(0.2)
     # The page says what differs from the defaults (conf/): the varying model.lr; data.name
-    # is the default and model.p is dropout's own, so neither is listed.
+    # is the default and p is dropout's own, so neither is listed.
     page = (tmp_path / "report.html").read_text()
     assert "<dt>Runs</dt><dd>36 completed, 0 failed or unfinished; 6 (1–6) seeds;" in page
     assert "<dt>Data set</dt><dd>spirals</dd>" in page

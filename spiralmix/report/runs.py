@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from spiralmix.config import flatten, split_sizes
+from spiralmix.config import MOVED_KEYS, flatten, split_sizes
 from spiralmix.metrics import effective_rank
-from spiralmix.plan import FREE_ON_RESUME, PER_MEMBER_KEYS, member_dirs
+from spiralmix.plan import FREE_ON_RESUME, PER_MEMBER_PREFIX, member_dirs
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,16 @@ CANONICAL = ("none", "weight_decay", "dropout", "mixup", "input_mixup", "hidden_
 NOT_A_VARIANT = ("seed", "seeds", "regularizer", "regularizers", "regularizer_name", "resume")
 # Saved settings that say which member a run is, or that do not change its numbers.
 NOT_A_SETTING = (*NOT_A_VARIANT, *FREE_ON_RESUME)
-# Settings a regularizer preset defines (dropout's model.p, mixup's mixup.alpha, ...): they
-# differ between regularizers by definition and are a setting only where one regularizer's
-# runs differ in them (a search over mixup.alpha).
-REGULARIZER_KEYS = tuple(k for k in PER_MEMBER_KEYS if k not in NOT_A_SETTING)
+
+
+def is_regularizer_key(key: str) -> bool:
+    """Whether a preset defines this setting (dropout's regularizer.p, mixup's
+    regularizer.alpha, ...; model.p and mixup.* in runs from before regularizers were
+    plugins): such keys differ between regularizers by definition and are a setting only
+    where one regularizer's runs differ in them (a search over regularizer.alpha)."""
+    return key.startswith(PER_MEMBER_PREFIX) or key in MOVED_KEYS
+
+
 # More differing settings than this and the report refuses: one folder, one question.
 MAX_SETTINGS = 3
 
@@ -156,7 +162,7 @@ def _determined(key: str, by: Sequence[str], runs: Sequence[tuple[str, dict, dic
         if key not in saved:
             continue
         cell = tuple(shown.get(k, saved.get(k)) for k in by)
-        cell += (regularizer,) if key in REGULARIZER_KEYS else ()
+        cell += (regularizer,) if is_regularizer_key(key) else ()
         if seen.setdefault(cell, _text(saved[key])) != _text(saved[key]):
             return False
     return True
@@ -189,8 +195,8 @@ def _settings_of(
     else as saved in its config (so a run given no model.lr still shows which it used)."""
     out = {}
     for key in keys:
-        if key in REGULARIZER_KEYS and regularizer not in varies_within.get(key, set()):
-            continue  # e.g. none's mixup.alpha: unused, so not a setting of none
+        if is_regularizer_key(key) and regularizer not in varies_within.get(key, set()):
+            continue  # e.g. dropout's regularizer.p: a setting of the preset, not of the run
         if key in overrides:
             out[key] = overrides[key]
         elif key in saved:
@@ -321,7 +327,9 @@ def collect(sweep_dir: Path) -> tuple[list[Run], list[Problem], list[Job]]:
     described = [(r, saved_settings(m), o) for _, _, r, _, m, o in loaded]
     keys = _setting_keys(described, swept)
     varies_within: dict[str, set[str]] = {}
-    for key in REGULARIZER_KEYS:
+    for key in dict.fromkeys(k for _, saved, shown in described for k in (*saved, *shown)):
+        if not is_regularizer_key(key):
+            continue
         for regularizer in {r for r, _, _ in described}:
             values = {
                 o[key] if key in o else _text(s[key])

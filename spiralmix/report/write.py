@@ -16,12 +16,12 @@ from spiralmix.config import config_dir, register
 from spiralmix.report import figures, html, tables
 from spiralmix.report.across import AcrossMetric, across_tasks
 from spiralmix.report.runs import (
-    REGULARIZER_KEYS,
     Job,
     Problem,
     ReportError,
     Run,
     collect,
+    is_regularizer_key,
     saved_settings,
     split_settings,
 )
@@ -119,7 +119,7 @@ def default_settings() -> dict[str, Any]:
 def changed_settings(runs: Sequence[Run], keys: Sequence[str]) -> list[str]:
     """'key=value' for every saved setting that differs from the defaults, the same in all
     runs; the settings that tell runs apart (keys) as 'key: a, b'. Left out: a regularizer
-    preset's own keys (model.p, mixup.*), named by the regularizer, and keys that follow a
+    preset's own keys (regularizer.*), named by the regularizer, and keys that follow a
     swept setting (data=moons sets data.n_classes, ...)."""
     defaults = default_settings()
     saved = [saved_settings(run.metrics) for run in runs]
@@ -127,7 +127,7 @@ def changed_settings(runs: Sequence[Run], keys: Sequence[str]) -> list[str]:
         return []
     out = []
     for key in dict.fromkeys(k for s in saved for k in s):
-        if key in REGULARIZER_KEYS or key.endswith("_target_"):
+        if is_regularizer_key(key) or key.endswith("_target_"):
             continue
         values = list(dict.fromkeys(str(s[key]) for s in saved if key in s))
         if len(values) > 1:  # a facet or the axis; keys that follow a swept one are left out
