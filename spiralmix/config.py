@@ -88,6 +88,7 @@ class EvaluationConfig:
     ece_bins: int = MISSING
     flatten_fraction: float = MISSING  # singular values above this share of the top count
     diagnostic_figures: bool = MISSING  # reliability and spectrum figures at each evaluation
+    temperature_scaling: bool = MISSING  # fit T on the validation split (data.val_fraction > 0)
 
 
 @dataclass
@@ -363,6 +364,13 @@ def validate(cfg: DictConfig) -> None:
         "evaluation.flatten_fraction",
         ev.flatten_fraction,
         "must be in (0, 1)",
+    )
+    _require(
+        not ev.temperature_scaling or sizes["val"] > 0,
+        "evaluation.temperature_scaling",
+        ev.temperature_scaling,
+        "fits the temperature on validation points, never test points: set data.val_fraction "
+        "> 0 (and lower data.test_fraction to keep the training points)",
     )
     if cfg.regularizers is not None:
         names = list(cfg.regularizers)

@@ -9,6 +9,7 @@ depends on the order of Lightning's hooks.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,8 +17,9 @@ from typing import Protocol
 import pytorch_lightning as pl
 import torch
 
-from spiralmix import metrics
+from spiralmix import calibration, metrics, selective
 from spiralmix.model import MLPEnsemble
+from spiralmix.posterior import true_posterior
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class EvaluationSettings:
     flatten_fraction: float = 0.1  # a singular value counts above this share of the top one
     ood_center: tuple[float, float] = (0.0, 0.0)  # the data lie within ood_radius of it
     ood_radius: float = 2.0
+    temperature_scaling: bool = False  # fit T on the validation points (there must be some)
 
 
 @dataclass
@@ -48,6 +51,8 @@ class Evaluation:
     hidden_codes: torch.Tensor | None = None  # (E, n_train, 2) training points' codes
     hidden_grid: torch.Tensor | None = None  # (E, R², 2) a grid over the codes
     hidden_grid_p: torch.Tensor | None = None  # (E, R²) probabilities on that grid
+    # Where the generator's posterior is known (spiralmix.posterior): p* on the grid.
+    grid_truth: torch.Tensor | None = None  # (E, R²) or (E, R², K), as grid_p
 
 
 class EvaluationConsumer(Protocol):
@@ -79,16 +84,22 @@ def evaluate(
     own test, training and validation points, a grid over the plane, a ring far from the
     data, and the class-conditional spectra of its hidden layers.
 
-    ``data`` holds ``{train,val,test}_X`` (E, N, 2) and ``{train,val,test}_y`` (E, N).
+    ``data`` holds ``{train,val,test}_X`` (E, N, 2) and ``{train,val,test}_y`` (E, N), and
+    the generator's keys as ``generator_keys`` (see :class:`spiralmix.data.SpiralDataModule`):
+    where the generator's posterior is known (:mod:`spiralmix.posterior`) the ``truth/``
+    metrics compare the members with it. With ``settings.temperature_scaling`` each member's
+    temperature is fitted on its validation points and the ``temperature/`` metrics measure
+    the scaled test predictions.
     """
     out: dict[str, torch.Tensor] = {}
     K = settings.n_classes
     test_p = reliability = None
+    logits_of: dict[str, torch.Tensor] = {}
     for split, prefix in (("test", "test"), ("train", "train_clean"), ("val", "val")):
         X, y = getattr(data, f"{split}_X"), getattr(data, f"{split}_y")
         if X.shape[1] == 0:
             continue
-        logits = net(X)
+        logits = logits_of[split] = net(X)
         p = metrics.probabilities(logits)
         out[f"{prefix}/loss"] = metrics.nll(logits, y)
         out[f"{prefix}/acc"] = metrics.accuracy(p, y)
@@ -103,9 +114,8 @@ def evaluate(
     out["boundary/uncertain_fraction"] = metrics.uncertain_fraction(grid_p)
     r = settings.ood_radius
     ring = metrics.ring(r_min=1.25 * r, r_max=1.75 * r, center=settings.ood_center)
-    out["ood/confidence"] = metrics.mean_confidence(
-        metrics.probabilities(net(ring.expand(net.n_members, -1, -1)))
-    )
+    ring_p = metrics.probabilities(net(ring.expand(net.n_members, -1, -1)))
+    out["ood/confidence"] = metrics.mean_confidence(ring_p)
     spectra = []
     h = data.train_X
     for k in range(net.n_hidden + 1):
@@ -117,7 +127,22 @@ def evaluate(
         out[f"flatten/layer{k}/n_significant"] = sig.mean(-1)
         out[f"flatten/layer{k}/effective_rank"] = metrics.effective_rank(sv).mean(-1)
         spectra.append(sv)
+    out.update(_calibration_metrics(test_p, data.test_y, ring_p, settings.ece_bins))
+    truth = _ground_truth(data, grid)
+    if truth is not None:
+        out.update(_truth_metrics(test_p, grid_p, data.test_y, *truth))
+    if settings.temperature_scaling:
+        T = calibration.fit_temperature(logits_of["val"], data.val_y)  # never the test points
+        scaled = calibration.scale(logits_of["test"], T)
+        scaled_p = metrics.probabilities(scaled)
+        out["temperature/T"] = T.float()
+        out["temperature/nll"] = metrics.nll(scaled, data.test_y)
+        out["temperature/ece"] = calibration.ece(scaled_p, data.test_y, settings.ece_bins)
+        if truth is not None:
+            out["temperature/truth_calibration_error"] = _distance(scaled_p, truth[0])
     record = Evaluation(step, out, grid, grid_p, test_p, reliability, spectra)
+    if truth is not None:
+        record.grid_truth = truth[1].float()
     if net.dims[-2] == 2 and K == 2:  # a 2-D bottleneck: its hidden space can be drawn
         codes = h  # (E, n_train, 2): the last hidden layer's output
         # ±10% of the codes' span per axis: their scale is arbitrary and changes in training.
@@ -126,6 +151,86 @@ def evaluate(
         record.hidden_codes, record.hidden_grid = codes, hidden_grid
         record.hidden_grid_p = metrics.probabilities(net(hidden_grid, net.n_hidden))
     return record
+
+
+def _calibration_metrics(
+    test_p: torch.Tensor, y: torch.Tensor, ring_p: torch.Tensor, n_bins: int
+) -> dict[str, torch.Tensor]:
+    """Calibration binned as the literature bins it, selective prediction on the test set,
+    and how well top-label confidence and entropy tell test points from the far ring."""
+    confidence, correct, _ = metrics.top_label(test_p, y)
+    ring_confidence = metrics.top_label(ring_p, torch.zeros(ring_p.shape[:2]))[0]
+    return {
+        "calibration/ece": calibration.ece(test_p, y, n_bins),
+        "calibration/ece_adaptive": calibration.adaptive_ece(test_p, y, n_bins),
+        "calibration/mce": calibration.mce(test_p, y, n_bins),
+        "calibration/classwise_ece": calibration.classwise_ece(test_p, y, n_bins),
+        "calibration/confidence_gap": calibration.confidence_gap(test_p, y),
+        "selective/aurc": selective.aurc(confidence, correct).float(),
+        # Test points are the positives: they should get the higher score.
+        "ood/auroc_confidence": selective.auroc(confidence, ring_confidence).float(),
+        "ood/auroc_entropy": selective.auroc(
+            -selective.entropy(test_p), -selective.entropy(ring_p)
+        ).float(),
+        "ood/fpr95_confidence": selective.fpr_at_tpr(confidence, ring_confidence).float(),
+        "ood/fpr95_entropy": selective.fpr_at_tpr(
+            -selective.entropy(test_p), -selective.entropy(ring_p)
+        ).float(),
+    }
+
+
+# The true posterior on a data module's test points and grid, computed once per data module:
+# its points never change, and the posterior costs far more than an evaluation of the net.
+_TRUTH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _ground_truth(
+    data: pl.LightningDataModule, grid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """p* on the test points and on the grid, (E, n_test) and (E, R²) (K > 2: (E, ·, K)),
+    float64; None where the posterior is degenerate or unknown (see spiralmix.posterior)."""
+    keys = getattr(data, "generator_keys", None)
+    if keys is None:
+        return None
+    cache = _TRUTH.setdefault(data, {})
+    key = tuple(grid.shape)
+    if key not in cache:
+        # One member at a time: each member's p* is what its run alone computes.
+        test = [true_posterior(keys, X) for X in data.test_X]
+        cache[key] = None if test[0] is None else (
+            torch.stack(test), torch.stack([true_posterior(keys, G) for G in grid])
+        )  # fmt: skip
+    return cache[key]
+
+
+def _distance(p: torch.Tensor, p_star: torch.Tensor) -> torch.Tensor:
+    """Mean total-variation distance ½ Σ_k |p_k − p*_k| per member (binary: |p − p*|)."""
+    gap = (p.double() - p_star).abs()
+    return (gap if p.ndim == 2 else gap.sum(-1) / 2).mean(-1).float()
+
+
+def _truth_metrics(
+    test_p: torch.Tensor,
+    grid_p: torch.Tensor,
+    y: torch.Tensor,
+    test_truth: torch.Tensor,
+    grid_truth: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """The Bayes classifier's accuracy and NLL on the test labels; the model's excess risk
+    and its distance to p* on the test points and the grid."""
+    truth = metrics.two_columns(test_truth) if test_truth.ndim == 2 else test_truth
+    predicted = metrics.two_columns(test_p) if test_p.ndim == 2 else test_p
+    bayes_right = truth.gather(-1, truth.argmax(-1, keepdim=True)).squeeze(-1)
+    model_right = truth.gather(-1, predicted.argmax(-1, keepdim=True)).squeeze(-1)
+    label_p = truth.gather(-1, y.long().unsqueeze(-1)).squeeze(-1)
+    return {
+        "truth/bayes_acc": metrics.accuracy(test_truth, y).float(),
+        "truth/bayes_nll": -label_p.clamp_min(1e-300).log().mean(-1).float(),
+        # p*(Bayes class) − p*(model's class): its expected excess error, label noise averaged.
+        "truth/excess_risk": (bayes_right - model_right).mean(-1).float(),
+        "truth/calibration_error": _distance(test_p, test_truth),
+        "truth/calibration_error_grid": _distance(grid_p, grid_truth),
+    }
 
 
 class Evaluations(pl.Callback):

@@ -187,6 +187,20 @@ class BoundaryPanel(_LiveFigure):
         return self._pixels()
 
 
+def probability_map(
+    grid: torch.Tensor,
+    p: torch.Tensor,
+    title: str,
+    X: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
+) -> np.ndarray:
+    """One RGB image (H, W, 3) of probabilities on a grid (R², 2), drawn as the learned maps
+    are: p of class 1 (R²,) by :class:`BoundaryPanel`, class probabilities (R², K) by
+    :class:`ClassMapPanel`; e.g. the true posterior beside a model's map, in its colours."""
+    panel = BoundaryPanel(grid, X, y) if p.ndim == 1 else ClassMapPanel(grid, p.shape[-1], X, y)
+    return panel.render(p.float(), title)
+
+
 def class_map_rgb(p: torch.Tensor) -> np.ndarray:
     """Colours (..., 3) in [0, 1] for class probabilities p (..., K): the most probable
     class's colour, faded to white in proportion to how far its probability is from

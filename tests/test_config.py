@@ -168,6 +168,7 @@ BAD_VALUES = [
     (["mixup.pairing=other"], "mixup.pairing"),
     (["seeds=[1,1]"], "seeds"),
     (["trainer.accelerator=tpu"], "trainer.accelerator"),
+    (["evaluation.temperature_scaling=true"], "evaluation.temperature_scaling"),  # no val split
 ]
 
 

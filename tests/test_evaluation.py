@@ -9,10 +9,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from spiralmix import metrics
+from spiralmix import calibration, metrics, selective
 from spiralmix.callbacks import BoundaryImages, EvaluationScalars
 from spiralmix.evaluation import Evaluation, Evaluations, EvaluationSettings, evaluate, square_grid
 from spiralmix.events import RunLogger
+from spiralmix.posterior import true_posterior
 from spiralmix.train import build_datamodule, build_module, train
 from tests.conftest import TINY, compose_config, members
 
@@ -138,3 +139,67 @@ def test_k_class_run_writes_k_class_probabilities(tmp_path):
     assert written["config"]["data"]["name"] == "blobs"
     assert written["config"]["data"]["n_classes"] == 4
     assert result["final"]["test/acc"] > 0.5  # four well separated blobs, 200 steps
+
+
+def test_calibration_and_far_from_data_metrics_are_the_pure_functions_of_the_record():
+    cfg, module, dm = _setup("data=spirals3")
+    settings = EvaluationSettings(n_classes=3, grid_resolution=12)
+    record = evaluate(module.net.eval(), dm, settings, step=0)
+    p, y = record.test_p, dm.test_y
+    torch.testing.assert_close(record.metrics["calibration/ece"], calibration.ece(p, y))
+    torch.testing.assert_close(record.metrics["calibration/mce"], calibration.mce(p, y))
+    ring = metrics.ring(r_min=2.5, r_max=3.5)
+    ring_p = metrics.probabilities(module.net(ring.expand(2, -1, -1)))
+    expected = selective.auroc(p.amax(-1), ring_p.amax(-1)).float()
+    torch.testing.assert_close(record.metrics["ood/auroc_confidence"], expected)
+    assert record.metrics["selective/aurc"].shape == (2,)
+    # Noise 0 on the spirals: the posterior is degenerate, nothing is compared with it.
+    assert not any(name.startswith("truth/") for name in record.metrics)
+    assert not any(name.startswith("temperature/") for name in record.metrics)
+
+
+@pytest.mark.parametrize("data", ["spirals", "spirals3", "checkerboard"])
+def test_truth_metrics_compare_with_the_posterior_of_each_members_own_points(data):
+    cfg, module, dm = _setup(f"data={data}", "data.noise=0.2")
+    settings = EvaluationSettings(n_classes=cfg.data.n_classes, grid_resolution=12)
+    record = evaluate(module.net.eval(), dm, settings, step=0)
+    truth = true_posterior(dm.generator_keys, dm.test_X[1])  # member 1 alone
+    p, y = record.test_p[1], dm.test_y[1]
+    gap = (p.double() - truth).abs()
+    distance = gap.mean() if p.ndim == 1 else gap.sum(-1).mean() / 2
+    assert record.metrics["truth/calibration_error"][1].item() == pytest.approx(distance.item())
+    bayes_acc = metrics.accuracy(truth[None], y[None])
+    assert record.metrics["truth/bayes_acc"][1].item() == pytest.approx(bayes_acc.item())
+    assert (record.metrics["truth/excess_risk"] >= 0).all()
+    assert record.metrics["truth/calibration_error_grid"].shape == (2,)
+    # Evaluating again reuses the posterior and gives the same numbers.
+    again = evaluate(module.net.eval(), dm, settings, step=1)
+    for name, value in record.metrics.items():
+        assert torch.equal(again.metrics[name], value), name
+
+
+def test_temperature_is_fitted_on_validation_points_only():
+    cfg, module, dm = _setup("data.noise=0.2", "data.test_fraction=0.8", "data.val_fraction=0.1")
+    settings = EvaluationSettings(grid_resolution=12, temperature_scaling=True)
+    net = module.net.eval()
+    record = evaluate(net, dm, settings, step=0)
+    T = calibration.fit_temperature(net(dm.val_X), dm.val_y)
+    torch.testing.assert_close(record.metrics["temperature/T"], T.float())
+    scaled = calibration.scale(net(dm.test_X), T)
+    torch.testing.assert_close(record.metrics["temperature/nll"], metrics.nll(scaled, dm.test_y))
+    assert "temperature/truth_calibration_error" in record.metrics
+    # Changing the test labels changes no temperature.
+    dm.test_y = 1 - dm.test_y
+    flipped = evaluate(net, dm, settings, step=0)
+    assert torch.equal(flipped.metrics["temperature/T"], record.metrics["temperature/T"])
+
+
+def test_the_new_metrics_reach_metrics_json(tmp_path):
+    split = ["data.test_fraction=0.8", "data.val_fraction=0.1"]
+    cfg = compose_config([*TINY, "data.noise=0.2", *split, "evaluation.temperature_scaling=true"])
+    train(cfg, tmp_path)
+    final = json.loads((tmp_path / "metrics.json").read_text())["final"]
+    for name in ("truth/bayes_acc", "temperature/T", "selective/aurc", "ood/auroc_confidence",
+                 "calibration/ece", "truth/calibration_error_grid"):  # fmt: skip
+        assert isinstance(final[name], float), name
+    assert 0.5 < final["truth/bayes_acc"] < 1 and final["temperature/T"] > 0

@@ -97,8 +97,23 @@ def test_six_regularizers_in_one_ensemble_equal_their_runs_alone(tmp_path):
         ["data=checkerboard", "data.board_size=3"],
         ["data=blobs", "data.n_classes=4", "data.n_samples=1000"],
         ["data=spirals", "data.n_classes=5", "data.n_samples=1000"],
+        [
+            "data.noise=0.2",
+            "data.test_fraction=0.8",
+            "data.val_fraction=0.1",
+            "evaluation.temperature_scaling=true",
+        ],
     ],
-    ids=["permute", "spirals3", "moons", "circles", "checkerboard3", "blobs4", "spirals5"],
+    ids=[
+        "permute",
+        "spirals3",
+        "moons",
+        "circles",
+        "checkerboard3",
+        "blobs4",
+        "spirals5",
+        "temperature",
+    ],
 )
 def test_members_equal_their_runs_alone_for_every_pairing_and_data_set(tmp_path, overrides):
     """Mixing and not mixing members side by side, for each data set and class count."""

@@ -9,11 +9,13 @@ from matplotlib.colors import to_rgb
 
 from spiralmix.plots import (
     CLASS_COLORS,
+    BoundaryPanel,
     ClassMapPanel,
     ReliabilityPanel,
     SpectrumPanel,
     class_colors,
     class_map_rgb,
+    probability_map,
 )
 
 
@@ -81,3 +83,15 @@ def test_spectrum_axis_only_widens_so_a_runs_figures_share_a_scale():
     assert panel.axes[0].get_ylim() == (-2, 1)
     panel.render([sv * 1e-3 for sv in spectra], "t")  # decades -5 … -2
     assert panel.axes[0].get_ylim() == (-5, 1)
+
+
+@pytest.mark.parametrize("K", [2, 3])
+def test_a_probability_map_is_drawn_as_the_learned_maps_are(K):
+    R = 16
+    t = torch.linspace(-1, 1, R)
+    grid = torch.stack(torch.meshgrid(t, t, indexing="xy"), -1).reshape(-1, 2)
+    p = torch.sigmoid(3 * grid[:, 0]) if K == 2 else torch.softmax(grid @ torch.randn(2, K), -1)
+    image = probability_map(grid, p.double(), "true posterior")
+    panel = BoundaryPanel(grid) if K == 2 else ClassMapPanel(grid, K)
+    assert np.array_equal(image, panel.render(p, "true posterior"))
+    assert not np.array_equal(image, panel.render(p.flip(0), "true posterior"))

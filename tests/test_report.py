@@ -350,7 +350,7 @@ def test_effective_rank_is_computed_from_spectra_when_metrics_lack_it(compare_sw
     expected = float(effective_rank(torch.tensor([4.0, 2.0, 1.0, 0.5, 0.1, 0.05])))
     none = read_csv(compare_sweep / "report.csv")[0]
     assert float(none["erank_layer1_mean"]) == pytest.approx(expected, rel=1e-6)
-    assert "erank L1" in (compare_sweep / "report.md").read_text()
+    assert "effective rank, layer 1" in (compare_sweep / "report.md").read_text()
 
 
 def one_seed_jobs(sweep: Path, cells) -> None:
@@ -377,7 +377,7 @@ def test_significant_difference_is_marked_and_stated(tmp_path):
     assert loss.p == pytest.approx(2 / 256) and loss.significant
     assert loss.mean == pytest.approx(-(0.5 + 0.45))
     assert "`mixup` lowers the test loss against none by 0.950 [" in report.verdict
-    assert "(p = 0.0078) over 8 seeds" in report.verdict
+    assert "(better, p = 0.0078)" in report.verdict and "over 8 seeds" in report.verdict
     assert "its differences in test accuracy" in report.verdict
     assert "not significant" in report.verdict and "can be significant" not in report.verdict
     # Differences −0.6 … −1.3: the interval lies inside their range, around the mean.
@@ -385,7 +385,7 @@ def test_significant_difference_is_marked_and_stated(tmp_path):
     cell = f"−0.950 [{loss.ci[0]:+.3f}, {loss.ci[1]:+.3f}]".replace("-", "−")
     assert f"**{cell}** p=0.0078" in (tmp_path / "report.md").read_text()
     html = (tmp_path / "report.html").read_text()
-    assert f'<td class="significant">{cell} p=0.0078</td>' in html
+    assert f'<td class="significant better">{cell} p=0.0078</td>' in html
 
 
 def test_report_html_holds_every_figure_and_table(compare_sweep):
@@ -483,8 +483,28 @@ def test_categorical_setting_becomes_facets(tmp_path):
     assert [c.mean for c in acc] == [pytest.approx(0.0), pytest.approx(0.0)]
     loss = [c for c in report.comparisons if c.column.name == "test_loss"]
     assert all(c.p == pytest.approx(2 / 64) and c.significant for c in loss)
-    assert "At data.name=moons, `mixup` lowers the test loss" in report.verdict
-    assert "At data.name=spirals, `mixup` lowers the test loss" in report.verdict
+    # An item for mixup: its verdict across the two data sets, then where it is better.
+    lines = report.verdict.splitlines()
+    start = lines.index("- **`mixup`**")
+    assert lines[start + 1].startswith("  - across 2 data sets: test accuracy **practically")
+    assert lines[start + 2].startswith(
+        "  - better than none: test loss on moons (−0.035) and spirals (−0.035); "
+        "calibration error (ECE) on moons (−0.002)"
+    )
+    page = (tmp_path / "report.html").read_text()
+    assert "<li><b><code>mixup</code></b><ul><li>across 2 data sets" in page
+    across = {(r["metric"], r["regularizer"]): r for r in read_csv(tmp_path / "report_across.csv")}
+    loss = across["test_loss", "mixup"]
+    # Lower loss than none on every paired seed of both data sets; none is the baseline.
+    assert float(loss["probability_of_improvement"]) == 1.0 and loss["n_pairs"] == "12"
+    assert (float(loss["poi_ci_low"]), float(loss["poi_ci_high"])) == (1.0, 1.0)
+    assert (
+        float(loss["average_rank"]) == 1.0
+        and float(across["test_loss", "none"]["average_rank"]) == 2.0
+    )
+    assert across["test_acc", "mixup"]["verdict"] == "practically equivalent"
+    assert float(across["test_acc", "mixup"]["rope"]) == 0.01
+    assert across["test_loss", "none"]["probability_of_improvement"] == ""
     md = (tmp_path / "report.md").read_text()
     assert "| data.name | regularizer | seeds | test acc |" in md
     assert "| moons | mixup | 6 |" in md
@@ -526,3 +546,150 @@ def test_report_html_renders_in_a_browser(compare_sweep, tmp_path):
     image = matplotlib.image.imread(shot)
     assert image.shape[:2] == (1600, 1200)
     assert len(np.unique((image[..., :3] * 255).astype(int).reshape(-1, 3), axis=0)) > 50
+
+
+def config_of(lr: float, regularizer: str, legacy: bool = False) -> dict:
+    """The part of a saved config these tests vary: model.lr, and one regularizer key
+    (regularizer.p; model.p in runs from before regularizers were plugins)."""
+    p = 0.2 if regularizer == "dropout" else 0.0
+    config = {"seed": 0, "regularizer_name": regularizer, "data": {"name": "spirals"},
+              "model": {"lr": lr}, "regularizer": {"p": p}}  # fmt: skip
+    if legacy:
+        config["model"]["p"] = config.pop("regularizer")["p"]
+    return config
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["plugins", "before_plugins"])
+def test_two_sweeps_with_different_lr_in_one_folder_are_never_paired(tmp_path, legacy):
+    """Two sweeps into one folder: none and input_mixup at lr 0.001, then at lr 0.01, given
+    by an experiment preset (so the command lines look alike). The saved configs differ."""
+    for sweep, lr in (("first", 0.001), ("second", 0.01)):
+        for regularizer in ("none", "input_mixup", "dropout"):
+            job = tmp_path / sweep / f"regularizer={regularizer}"
+            write_job(job, regularizer, [f"regularizer={regularizer}", "experiment=x"],
+                      seeds=list(range(1, 7)))  # fmt: skip
+            for seed in range(1, 7):
+                acc = 0.9 - (0.2 if lr == 0.01 and regularizer == "none" else 0) + seed / 1000
+                write_run(job / f"seed={seed}", regularizer, seed, acc, 1.0, boundary=False,
+                          config=config_of(lr, regularizer, legacy))  # fmt: skip
+
+    report = write_report(tmp_path)
+
+    assert report.axis == "model.lr"  # numeric: drawn as an axis, a row per value
+    rows = {g.name: len(g.runs) for g in report.groups}
+    assert rows == {f"{r} (model.lr={lr})": 6 for r in ("none", "input_mixup", "dropout")
+                    for lr in ("0.001", "0.01")}  # fmt: skip
+    # p differs between dropout and the others: that is what dropout is, not a setting.
+    assert all(".p" not in g.name for g in report.groups)
+    for c in report.comparisons:
+        assert c.group.x == c.baseline.x and c.n == 6
+    acc = {c.group.name: c.mean for c in report.comparisons if c.column.name == "test_acc"}
+    assert acc["input_mixup (model.lr=0.001)"] == pytest.approx(0.0)
+    assert acc["input_mixup (model.lr=0.01)"] == pytest.approx(0.2)
+    # The page says what differs from the defaults (conf/): the varying model.lr; data.name
+    # is the default and p is dropout's own, so neither is listed.
+    page = (tmp_path / "report.html").read_text()
+    assert "<dt>Runs</dt><dd>36 completed, 0 failed or unfinished; 6 (1–6) seeds;" in page
+    assert "<dt>Data set</dt><dd>spirals</dd>" in page
+    assert "<dt>Not the defaults</dt><dd><code>model.lr: 0.001, 0.01</code></dd>" in page
+
+
+def test_too_many_differing_settings_are_refused_in_one_line(tmp_path, capsys):
+    for i, (lr, noise, steps, width) in enumerate(
+        [(0.001, 0.0, 100, 32), (0.01, 0.1, 200, 64), (0.01, 0.0, 100, 16)]
+    ):
+        job = tmp_path / f"job{i}"
+        write_job(job, "none", ["regularizer=none"])
+        config = {"model": {"lr": lr, "width": width}, "data": {"noise": noise},
+                  "trainer": {"max_steps": steps}}  # fmt: skip
+        write_run(job, "none", 1, 0.9, 1.0, boundary=False, config=config)
+
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("spiralmix.report: error: runs differ in trainer.max_steps (100, 200)")
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_an_interval_that_excludes_0_without_significance_is_explained(tmp_path):
+    """Six seeds, two regularizers: every difference positive gives p = 2/64 = 0.031, Holm
+    doubles it to 0.0625 ≥ 0.05, while the bootstrap interval lies above 0."""
+    cells = []
+    for seed in range(1, 7):
+        cells.append(({}, "none", seed, 0.8, 1.0, {}))
+        cells.append(({}, "mixup", seed, 0.8 + seed / 100, 1.0, {}))
+        cells.append(({}, "dropout", seed, 0.8 + seed / 100, 1.0, {}))
+    one_seed_jobs(tmp_path, cells)
+
+    report = write_report(tmp_path)
+
+    acc = [c for c in report.comparisons if c.column.name == "test_acc"]
+    assert all(c.ci[0] > 0 and c.p_holm == pytest.approx(0.0625) for c in acc)
+    md = (tmp_path / "report.md").read_text()
+    assert "Where an interval excludes 0 but p ≥ 0.05 (2 cells, e.g. dropout on test acc)" in md
+    assert "with 6 pairs its smallest possible value is 0.062: it cannot reach 0.05" in md
+
+
+def test_each_regularizer_keeps_its_colour_in_every_report():
+    from spiralmix.report.figures import COLORS, color_of, colors
+    from spiralmix.report.stats import Group
+
+    assert color_of("mixup") == COLORS["mixup"] == "tab:blue"
+    # Another name's colour depends on the name only, not on which rows a sweep holds.
+    alone = colors([Group("my_reg", "my_reg", [])])
+    among = colors([Group("none", "none", []), Group("zz", "zz", []),
+                    Group("my_reg (model.lr=0.1)", "my_reg", [])])  # fmt: skip
+    assert alone["my_reg"] == among["my_reg (model.lr=0.1)"] == color_of("my_reg")
+    assert among["none"] == COLORS["none"]
+
+
+@pytest.mark.parametrize("bad", ["-0.1", "test_ece=0.1", "test_acc=x"])
+def test_cli_rejects_a_bad_rope_in_one_line(compare_sweep, capsys, bad):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(compare_sweep), "--rope", bad])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"--rope={bad} is invalid" in err
+
+
+def test_cli_rope_sets_the_equivalence_region(tmp_path):
+    cells = []
+    for name, shift in (("spirals", 0.0), ("moons", 0.2)):
+        for seed in range(1, 7):
+            cells.append(({"data.name": name}, "none", seed, 0.7 + shift, 0.5, {}))
+            cells.append(({"data.name": name}, "mixup", seed, 0.72 + shift, 0.5, {}))
+    one_seed_jobs(tmp_path, cells)
+
+    assert main([str(tmp_path), "--rope", "0.05"]) == 0
+    across = {(r["metric"], r["regularizer"]): r for r in read_csv(tmp_path / "report_across.csv")}
+    # +0.02 on every seed: inside a ROPE of ±0.05, so practically equivalent.
+    assert across["test_acc", "mixup"]["rope"] == "0.05"
+    assert across["test_acc", "mixup"]["verdict"] == "practically equivalent"
+    assert main([str(tmp_path), "--rope", "0.001"]) == 0
+    across = {(r["metric"], r["regularizer"]): r for r in read_csv(tmp_path / "report_across.csv")}
+    # Outside ±0.001: better, unless the prior's pseudo-observation at 0 outweighs both
+    # data sets (w0 > 1/√2), which few posterior samples do.
+    assert across["test_acc", "mixup"]["verdict"] == "better"
+    assert 0.95 <= float(across["test_acc", "mixup"]["p_better"]) < 1
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_better_is_green_and_worse_is_red_in_a_browser(tmp_path):
+    cells = []
+    for name in ("spirals", "moons"):
+        for seed in range(1, 9):
+            cells.append(({"data.name": name}, "none", seed, 0.9, 0.6, {}))
+            # Lower accuracy (worse, red) and lower loss (better, green) on every seed.
+            cells.append(({"data.name": name}, "mixup", seed, 0.8 - seed / 1000, 0.3, {}))
+    one_seed_jobs(tmp_path / "sweep", cells)
+    write_report(tmp_path / "sweep")
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,2400",
+         f"--screenshot={shot}", (tmp_path / "sweep" / "report.html").resolve().as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    pixels = (matplotlib.image.imread(shot)[..., :3] * 255).round().astype(int).reshape(-1, 3)
+    colours = {tuple(p) for p in np.unique(pixels, axis=0)}
+    assert (0xEE, 0xF8, 0xEE) in colours  # a better cell's background
+    assert (0xFC, 0xEF, 0xEE) in colours  # a worse cell's background

@@ -1,14 +1,32 @@
-"""Command line: ``python -m spiralmix.report <sweep dir> [--baseline none]``."""
+"""Command line: ``python -m spiralmix.report <sweep dir> [--baseline none] [--rope ...]``."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from spiralmix.report.across import DEFAULT_ROPE
 from spiralmix.report.runs import ReportError
 from spiralmix.report.write import write_report
+
+
+def parse_rope(text: str) -> tuple[str, float]:
+    """'0.02' (test accuracy) or 'test_loss=0.05' → (metric, width)."""
+    metric, _, value = text.rpartition("=")
+    metric = metric or "test_acc"
+    try:
+        width = float(value)
+    except ValueError:
+        width = math.nan
+    if metric not in DEFAULT_ROPE or not width >= 0:
+        raise argparse.ArgumentTypeError(
+            f"--rope={text} is invalid: give WIDTH (test accuracy) or METRIC=WIDTH, WIDTH ≥ 0, "
+            f"METRIC one of {', '.join(DEFAULT_ROPE)}"
+        )
+    return metric, width
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,11 +42,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="the regularizer every other one is compared with, seed by seed (default: none)",
     )
+    defaults = ", ".join(f"{k}={v:g}" for k, v in DEFAULT_ROPE.items())
+    parser.add_argument(
+        "--rope",
+        type=parse_rope,
+        action="append",
+        default=[],
+        metavar="[METRIC=]WIDTH",
+        help="region of practical equivalence of the verdict across data sets, in the "
+        f"metric's units; repeatable; a bare WIDTH is test accuracy's (default: {defaults})",
+    )
     args = parser.parse_args(argv)
     try:
         report = write_report(
-            args.sweep_dir, args.baseline or "none", strict=args.baseline is not None
-        )
+            args.sweep_dir, args.baseline or "none", strict=args.baseline is not None,
+            ropes=dict(args.rope),
+        )  # fmt: skip
     except ReportError as err:
         print(f"spiralmix.report: error: {err}", file=sys.stderr)
         return 2

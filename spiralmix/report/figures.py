@@ -8,6 +8,7 @@ Drawings that also appear live in TensorBoard come from spiralmix.plots: the dec
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 
 import matplotlib
@@ -32,11 +33,13 @@ from spiralmix.plots import (  # noqa: E402
     set_reliability,
     spectrum_axes,
 )
+from spiralmix.report.across import AcrossMetric, performance_profile  # noqa: E402
 from spiralmix.report.runs import Problem, Run  # noqa: E402
 from spiralmix.report.stats import Column, Comparison, Group, bootstrap_ci  # noqa: E402
-from spiralmix.report.tables import fmt  # noqa: E402
+from spiralmix.report.tables import fmt, p_text  # noqa: E402
 
-# One colour per regularizer in every figure, whichever subset a sweep holds.
+# One colour per regularizer in every figure of every report, whichever subset a sweep holds;
+# another name gets a spare colour chosen by a hash of the name, so it too keeps its colour.
 COLORS = {
     "none": "#4d4d4d",
     "weight_decay": "tab:orange",
@@ -46,16 +49,19 @@ COLORS = {
     "hidden_mixup": "tab:red",
 }
 SPARE_COLORS = ("tab:brown", "tab:olive", "tab:cyan", "tab:pink", "#1b9e77", "#e7298a")
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def color_of(regularizer: str) -> str:
+    """The regularizer's colour, the same in every figure and every report."""
+    if regularizer in COLORS:
+        return COLORS[regularizer]
+    return SPARE_COLORS[zlib.crc32(regularizer.encode()) % len(SPARE_COLORS)]
 
 
 def colors(groups: Sequence[Group]) -> dict[str, str]:
-    """Group name → colour: the regularizer's own, spare colours for other rows."""
-    spare = iter(SPARE_COLORS * (1 + len(groups) // len(SPARE_COLORS)))
-    out = {}
-    for g in groups:
-        own = COLORS.get(g.name) or (COLORS.get(g.regularizer) if g.x is not None else None)
-        out[g.name] = own or next(spare)
-    return out
+    """Group name → its regularizer's colour."""
+    return {g.name: color_of(g.regularizer) for g in groups}
 
 
 def boundaries_figure(groups: Sequence[Group], problems: Sequence[Problem]) -> Figure:
@@ -122,39 +128,49 @@ def _history_array(runs: Sequence[Run], key: str) -> tuple[np.ndarray, np.ndarra
 
 
 def curves_figure(groups: Sequence[Group]) -> Figure:
-    """Test loss (log scale) and accuracy against step: mean over seeds, min–max band."""
-    fig = Figure(figsize=(12, 4.2), layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    palette = colors(groups)
-    for group in groups:
-        for ax, key in ((ax_loss, "test/loss"), (ax_acc, "test/acc")):
-            steps, values = _history_array(group.runs, key)
-            if not np.isfinite(values).any():
-                continue
-            has = np.isfinite(values).any(0)
-            steps, values = steps[has], values[:, has]
-            color = palette[group.name]
-            label = f"{group.name} (n={len(group.runs)})"
-            ax.plot(steps, np.nanmean(values, 0), color=color, linewidth=2, label=label)
-            ax.fill_between(
-                steps, np.nanmin(values, 0), np.nanmax(values, 0), color=color, alpha=0.15
-            )
-    # Unregularized test loss grows by orders of magnitude while mixup stays near 0.5.
-    ax_loss.set_yscale("log")
-    low, high = ax_loss.get_ylim()
-    # Label enough values to read a narrow range, not so many that a wide one is cluttered.
-    subs = (1, 1.5, 2, 3, 5, 7) if high / low < 30 else (1, 2, 5)
-    ax_loss.yaxis.set_major_locator(LogLocator(subs=subs))
-    ax_loss.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
-    ax_loss.yaxis.set_minor_formatter(NullFormatter())
-    ax_loss.set_title("test loss (log scale)", fontsize=11)
-    ax_acc.set_title("test accuracy", fontsize=11)
-    for ax in (ax_loss, ax_acc):
+    """Test loss (log scale) and accuracy against step: mean over seeds, min–max band; a row
+    of two panels per facet (data set), one colour per regularizer, a line style per axis
+    value."""
+    facets = list(dict.fromkeys(g.facet for g in groups))
+    fig = Figure(figsize=(12, 3.6 * len(facets) + 0.6), layout="constrained")
+    axes = fig.subplots(len(facets), 2, squeeze=False)
+    xs = sorted({g.x for g in groups if g.x is not None})
+    handles: dict[str, Line2D] = {}
+    for (ax_loss, ax_acc), facet in zip(axes, facets):
+        for group in (g for g in groups if g.facet == facet):
+            style = LINESTYLES[xs.index(group.x) % len(LINESTYLES)] if group.x in xs else "-"
+            label = group.name if not facet else group.name.replace(f"{facet}, ", "")
+            label = label.replace(f" ({facet})", "")
+            for ax, key in ((ax_loss, "test/loss"), (ax_acc, "test/acc")):
+                steps, values = _history_array(group.runs, key)
+                if not np.isfinite(values).any():
+                    continue
+                has = np.isfinite(values).any(0)
+                steps, values = steps[has], values[:, has]
+                c = color_of(group.regularizer)
+                (line,) = ax.plot(steps, np.nanmean(values, 0), color=c, linewidth=2,
+                                  linestyle=style)  # fmt: skip
+                ax.fill_between(steps, np.nanmin(values, 0), np.nanmax(values, 0), color=c,
+                                alpha=0.12)  # fmt: skip
+                handles.setdefault(label, line)
+        # Unregularized test loss grows by orders of magnitude while mixup stays near 0.5.
+        ax_loss.set_yscale("log")
+        low, high = ax_loss.get_ylim()
+        # Label enough values to read a narrow range, not so many that a wide one is cluttered.
+        subs = (1, 1.5, 2, 3, 5, 7) if high / low < 30 else (1, 2, 5)
+        ax_loss.yaxis.set_major_locator(LogLocator(subs=subs))
+        ax_loss.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+        ax_loss.yaxis.set_minor_formatter(NullFormatter())
+        where = f" · {facet}" if facet else ""
+        ax_loss.set_title(f"test loss (log scale){where}", fontsize=11)
+        ax_acc.set_title(f"test accuracy{where}", fontsize=11)
+        for ax in (ax_loss, ax_acc):
+            ax.grid(True, which="major", alpha=0.3)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+    for ax in axes[-1]:
         ax.set_xlabel("training step")
-        ax.grid(True, which="major", alpha=0.3)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
     # Outside the axes: with six regularizers any inside corner hides some lines.
-    fig.legend(*ax_acc.get_legend_handles_labels(), loc="outside right center", fontsize=9)
+    fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=9)
     fig.suptitle("Test metrics during training: mean over seeds, band = min–max", fontsize=12)
     return fig
 
@@ -283,7 +299,7 @@ def paired_figure(comparisons: Sequence[Comparison], baseline: str) -> Figure:
             if not found:
                 continue
             c = found[0]
-            color = COLORS.get(name, "black")
+            color = color_of(name)
             ax.plot(c.ci, [y, y], color=color, linewidth=2)
             ax.plot([c.mean], [y], marker="o", markersize=7, color=color,
                     markerfacecolor=color if c.significant else "white")  # fmt: skip
@@ -333,7 +349,7 @@ def axis_figure(
                 x = np.array([p[0] for p in points])
                 mean = np.array([np.mean(p[1]) for p in points])
                 band = np.array([bootstrap_ci(p[1]) for p in points])
-                color = COLORS.get(name)
+                color = color_of(name)
                 ax.plot(x, mean, marker="o", markersize=4, color=color, label=name)
                 ax.fill_between(x, band[:, 0], band[:, 1], color=color, alpha=0.15)
             if log_x:
@@ -349,4 +365,74 @@ def axis_figure(
     fig.legend(handles, labels, loc="outside right center", fontsize=9)
     fig.suptitle(f"Final test metrics against {axis}: mean over seeds, band = 95 % bootstrap "
                  "interval of the mean", fontsize=11)  # fmt: skip
+    return fig
+
+
+def profiles_figure(metrics: Sequence[AcrossMetric]) -> Figure:
+    """Performance profiles: the share of all runs (every data set, every seed) whose
+    normalised score exceeds τ; one panel per metric, the higher curve is better."""
+    fig = Figure(figsize=(4.6 * len(metrics) + 1.8, 3.9), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        low = min(0.0, min(float(v.min()) for v in metric.scores.values()))
+        taus = torch.linspace(max(low, -1.0), 1.0, 201, dtype=torch.float64)
+        for name, scores in metric.scores.items():
+            ax.plot(taus, performance_profile(scores, taus), color=color_of(name), linewidth=2,
+                    label=name)  # fmt: skip
+        ax.set_title(f"{metric.column.label} (normalised)", fontsize=10)
+        ax.set_xlabel("τ (0 = chance, 1 = best run of its data set)")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("share of runs with score > τ")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", fontsize=9)
+    fig.suptitle(f"Performance profiles over {len(metrics[0].tasks)} data sets", fontsize=11)
+    return fig
+
+
+def _cliques(ranks: Sequence[float], cd: float) -> list[tuple[int, int]]:
+    """Maximal runs (i, j) of the sorted ranks whose spread is below the CD: the groups the
+    Nemenyi test cannot tell apart, as index ranges into the sorted order."""
+    found = []
+    for i in range(len(ranks)):
+        j = i
+        while j + 1 < len(ranks) and ranks[j + 1] - ranks[i] < cd:
+            j += 1
+        if j > i and not any(a <= i and j <= b for a, b in found):
+            found.append((i, j))
+    return found
+
+
+def critical_difference_figure(metrics: Sequence[AcrossMetric]) -> Figure:
+    """Demšar's critical-difference diagram per metric: the average ranks on a line (1 =
+    best, left), a bar joining regularizers whose ranks differ by less than Nemenyi's CD."""
+    fig = Figure(figsize=(9.0, 2.6 * len(metrics) + 0.4), layout="constrained")
+    axes = fig.subplots(len(metrics), 1, squeeze=False)[:, 0]
+    for ax, metric in zip(axes, metrics):
+        rows = sorted(metric.rows, key=lambda r: r.average_rank)
+        k = len(rows)
+        ax.set_xlim(-1.0, k + 2.0)  # room for the names left and right of the scale
+        ax.set_ylim(0.5 - 0.16 * math.ceil(k / 2), 1.12)
+        ax.hlines(0.8, 1, k, color="black", linewidth=1)
+        for tick in range(1, k + 1):
+            ax.vlines(tick, 0.76, 0.84, color="black", linewidth=1)
+            ax.text(tick, 0.9, str(tick), ha="center", fontsize=9)
+        for i, r in enumerate(rows):
+            left = i < math.ceil(k / 2)
+            y = 0.55 - 0.16 * (i if left else k - 1 - i)
+            x_end = 0.8 if left else k + 0.2
+            c = color_of(r.regularizer)
+            ax.plot([r.average_rank, r.average_rank, x_end], [0.8, y, y], color=c, linewidth=1.5)
+            ax.text(x_end + (-0.05 if left else 0.05), y, f"{r.regularizer} ({r.average_rank:.2f})",
+                    color=c, ha="right" if left else "left", va="center", fontsize=9)  # fmt: skip
+        if metric.cd is not None:
+            ranks = [r.average_rank for r in rows]
+            for n, (i, j) in enumerate(_cliques(ranks, metric.cd)):
+                y = 0.7 - 0.05 * n
+                ax.hlines(y, ranks[i] - 0.03, ranks[j] + 0.03, color="black", linewidth=3)
+            ax.hlines(1.02, 1, 1 + metric.cd, color="black", linewidth=2)
+            ax.text(1 + metric.cd / 2, 1.05, f"CD = {metric.cd:.2f}", ha="center", fontsize=9)
+        ax.set_axis_off()
+        ax.set_title(f"{metric.column.label}: average rank over {len(metric.tasks)} data sets, "
+                     f"Friedman p = {p_text(metric.friedman_p)}", fontsize=10)  # fmt: skip
+    fig.suptitle("Critical differences (Nemenyi, α = 0.05): a bar joins regularizers that "
+                 "are not told apart", fontsize=11)  # fmt: skip
     return fig

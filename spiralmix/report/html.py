@@ -19,8 +19,15 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.88em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { background: #f0f0f0; }
-td.significant { background: #d9f0d3; font-weight: bold; }
-td.best { font-weight: bold; }
+td.significant { font-weight: bold; }
+td.better { color: #1a7f37; background: #eef8ee; }
+td.worse { color: #b3261e; background: #fcefee; }
+td.best { text-decoration: underline; }
+dl.about { display: grid; grid-template-columns: max-content auto; gap: 0.15em 1em; }
+dl.about dt { font-weight: bold; } dl.about dd { margin: 0; }
+.verdict ul { margin: 0.2em 0; padding-left: 1.3em; } .verdict li { margin: 0.15em 0; }
+.verdict ul ul { list-style: circle; }
+.legend { color: #555; font-size: 0.9em; }
 figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #eee; }
 code { background: #f3f3f3; padding: 0 0.2em; }
 .note { color: #8a4b00; }
@@ -34,13 +41,35 @@ def inline_markdown(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
+def blocks_html(text: str) -> str:
+    """Paragraphs and '- ' lists (with '  - ' sub-items) of the little Markdown the verdict
+    uses."""
+    out, items = [], []  # items: [text, [sub-items]]
+    for line in [*text.split("\n"), ""]:
+        if line.startswith("  - ") and items:
+            items[-1][1].append(f"<li>{inline_markdown(line[4:])}</li>")
+            continue
+        if line.startswith("- "):
+            items.append([inline_markdown(line[2:]), []])
+            continue
+        if items:
+            lis = [f"<li>{t}<ul>{''.join(sub)}</ul></li>" if sub else f"<li>{t}</li>"
+                   for t, sub in items]  # fmt: skip
+            out.append(f"<ul>{''.join(lis)}</ul>")
+            items = []
+        if line.strip():
+            out.append(f"<p>{inline_markdown(line)}</p>")
+    return "".join(out)
+
+
 def table_html(table: Table) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
     rows = []
     for row in table.rows:
         cells = []
         for cell in row:
-            attr = f' class="{cell.mark}"' if cell.mark else ""
+            classes = " ".join(c for c in (cell.mark, cell.tone) if c)
+            attr = f' class="{classes}"' if classes else ""
             cells.append(f"<td{attr}>{inline_markdown(cell.main)}{inline_markdown(cell.rest)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     explanation = f"<p>{inline_markdown(table.explanation)}</p>" if table.explanation else ""
@@ -59,15 +88,29 @@ def page(
     problems: Table | None,
     run_dirs: Sequence[Path],
     sweep_dir: Path,
+    about: Sequence[tuple[str, str]] = (),
+    appendix: Sequence[Table] = (),
 ) -> str:
-    """The HTML text: verdict, notes, tables, figures (file name → PNG bytes), problems and
-    the run folders to open in TensorBoard."""
+    """The HTML text: what the sweep is (about: label, text), verdict, notes, tables,
+    figures (file name → PNG bytes), the appendix tables (per seed), problems and the run
+    folders to open in TensorBoard."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title.replace('`', ''))}</title><style>{STYLE}</style></head><body>",
         f"<h1>{inline_markdown(title)}</h1>",
-        f'<h2>Verdict</h2><p class="verdict">{inline_markdown(verdict)}</p>',
+    ]
+    if about:
+        rows = "".join(f"<dt>{html.escape(label)}</dt><dd>{inline_markdown(text)}</dd>"
+                       for label, text in about)  # fmt: skip
+        parts.append(f'<dl class="about">{rows}</dl>')
+    parts += [
+        f'<h2>Verdict</h2><div class="verdict">{blocks_html(verdict)}</div>',
+        '<p class="legend">In the tables: <span style="color:#1a7f37">green</span> = better '
+        'than the baseline, <span style="color:#b3261e">red</span> = worse, <b>bold</b> = '
+        "significant (paired tables: Holm p &lt; 0.05; across data sets: a Bayesian verdict "
+        "or an interval of the probability of improvement that excludes ½); "
+        "<u>underlined</u> = the best mean of a column in the summary tables.</p>",
     ]
     if notes:
         items = "".join(f'<li class="note">{inline_markdown(n)}</li>' for n in notes)
@@ -82,6 +125,7 @@ def page(
             f'src="data:image/png;base64,{data}"><figcaption>{html.escape(name)}</figcaption>'
             "</figure>"
         )
+    parts += [table_html(t) for t in appendix]
     if problems is not None and problems.rows:
         parts.append(table_html(problems))
     else:

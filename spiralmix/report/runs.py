@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from spiralmix.config import split_sizes
+from spiralmix.config import MOVED_KEYS, flatten, split_sizes
 from spiralmix.metrics import effective_rank
-from spiralmix.plan import member_dirs
+from spiralmix.plan import FREE_ON_RESUME, PER_MEMBER_PREFIX, member_dirs
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,20 @@ MISSING = "–"
 CANONICAL = ("none", "weight_decay", "dropout", "mixup", "input_mixup", "hidden_mixup")
 # Overrides that name a run's seed or regularizer rather than a different configuration.
 NOT_A_VARIANT = ("seed", "seeds", "regularizer", "regularizers", "regularizer_name", "resume")
+# Saved settings that say which member a run is, or that do not change its numbers.
+NOT_A_SETTING = (*NOT_A_VARIANT, *FREE_ON_RESUME)
+
+
+def is_regularizer_key(key: str) -> bool:
+    """Whether a preset defines this setting (dropout's regularizer.p, mixup's
+    regularizer.alpha, ...; model.p and mixup.* in runs from before regularizers were
+    plugins): such keys differ between regularizers by definition and are a setting only
+    where one regularizer's runs differ in them (a search over regularizer.alpha)."""
+    return key.startswith(PER_MEMBER_PREFIX) or key in MOVED_KEYS
+
+
+# More differing settings than this and the report refuses: one folder, one question.
+MAX_SETTINGS = 3
 
 
 class ReportError(Exception):
@@ -120,12 +134,74 @@ def _varying_keys(
     ]
 
 
-def _group_name(regularizer: str, job: Job | None, varying: Sequence[str]) -> str:
-    """The row name: the regularizer, with any other swept setting (mixup (mixup.alpha=1))."""
-    if job is None:
-        return regularizer
-    extra = [f"{k}={job.overrides[k]}" for k in varying if k in job.overrides]
+def _group_name(regularizer: str, settings: dict[str, str]) -> str:
+    """The row name: the regularizer, with any other setting (mixup (mixup.alpha=1))."""
+    extra = [f"{k}={v}" for k, v in settings.items()]
     return f"{regularizer} ({', '.join(extra)})" if extra else regularizer
+
+
+def _text(value: Any) -> str:
+    """A saved setting as it would be written on the command line: 0.001, 1, [32, 32], spirals."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def saved_settings(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved config (metrics.json "config") as dotted keys, without the keys that say
+    which seed or regularizer it is; {} for runs from before configs were saved."""
+    config = metrics.get("config")
+    if not isinstance(config, dict):
+        return {}
+    return {k: v for k, v in flatten(config).items() if k not in NOT_A_SETTING}
+
+
+def _determined(key: str, by: Sequence[str], runs: Sequence[tuple[str, dict, dict]]) -> bool:
+    """Whether the saved value of key is the same in all runs that agree on the settings
+    ``by`` (and, for a regularizer's own key, on the regularizer)."""
+    seen: dict[tuple, str] = {}
+    for regularizer, saved, shown in runs:
+        if key not in saved:
+            continue
+        cell = tuple(shown.get(k, saved.get(k)) for k in by)
+        cell += (regularizer,) if is_regularizer_key(key) else ()
+        if seen.setdefault(cell, _text(saved[key])) != _text(saved[key]):
+            return False
+    return True
+
+
+def _setting_keys(runs: Sequence[tuple[str, dict, dict]], swept: Sequence[str]) -> list[str]:
+    """The settings that tell the runs apart: the swept overrides, then every saved setting
+    that differs between runs and is not fixed by them (data=moons fixes data.name,
+    data.n_classes, ...); a regularizer's own key only where one regularizer's runs differ."""
+    keys = list(swept)
+    saved_keys = dict.fromkeys(k for _, saved, _ in runs for k in saved)
+    for key in saved_keys:
+        if key not in keys and not _determined(key, swept, runs):
+            keys.append(key)
+    if len(keys) > MAX_SETTINGS:
+        extra = keys[MAX_SETTINGS]
+        values = sorted({_text(saved[extra]) for _, saved, _ in runs if extra in saved})
+        raise ReportError(
+            f"runs differ in {extra} ({', '.join(values)}) as well as in "
+            f"{', '.join(keys[:MAX_SETTINGS])}: report such sweeps one folder at a time"
+        )
+    return keys
+
+
+def _settings_of(
+    regularizer: str, saved: dict, overrides: dict[str, str], keys: Sequence[str],
+    varies_within: dict[str, set[str]],
+) -> dict[str, str]:  # fmt: skip
+    """The run's value of each setting key: as on its command line where it was given there,
+    else as saved in its config (so a run given no model.lr still shows which it used)."""
+    out = {}
+    for key in keys:
+        if is_regularizer_key(key) and regularizer not in varies_within.get(key, set()):
+            continue  # e.g. dropout's regularizer.p: a setting of the preset, not of the run
+        if key in overrides:
+            out[key] = overrides[key]
+        elif key in saved:
+            out[key] = _text(saved[key])
+    return out
 
 
 def _planned_jobs(sweep_dir: Path) -> list[dict[str, str]] | None:
@@ -220,13 +296,19 @@ def _failure_reason(metrics: dict[str, Any]) -> str:
 
 
 def collect(sweep_dir: Path) -> tuple[list[Run], list[Problem], list[Job]]:
-    """Completed runs, problems (failed, unfinished, never started) and jobs of a sweep."""
+    """Completed runs, problems (failed, unfinished, never started) and jobs of a sweep.
+
+    Every setting of every run's saved config is compared: one that differs between runs
+    becomes a setting of their rows (a facet or the axis), so that runs are pooled over seeds
+    and paired only where they are equal in everything but seed and regularizer. Raises
+    ReportError when more than MAX_SETTINGS settings differ.
+    """
     jobs = _load_jobs(sweep_dir)
     jobs_by_dir = {job.path: job for job in jobs}
     planned = _planned_jobs(sweep_dir)
-    varying = _varying_keys(planned or [job.overrides for job in jobs], NOT_A_VARIANT)
+    swept = _varying_keys(planned or [job.overrides for job in jobs], NOT_A_VARIANT)
 
-    runs, problems = [], []
+    loaded, problems = [], []
     for path in sorted(sweep_dir.rglob("metrics.json")):
         name = _relative(path.parent, sweep_dir)
         job = _nearest_job(path.parent, jobs_by_dir, sweep_dir)
@@ -239,14 +321,36 @@ def collect(sweep_dir: Path) -> tuple[list[Run], list[Problem], list[Job]]:
                 Problem(name, "failed", MISSING, MISSING, f"unreadable metrics.json: {err}")
             )
             continue
-        group = _group_name(regularizer, job, varying)
+        overrides = job.overrides if job is not None else {}
+        loaded.append((path, name, regularizer, seed, metrics, overrides))
+
+    described = [(r, saved_settings(m), o) for _, _, r, _, m, o in loaded]
+    keys = _setting_keys(described, swept)
+    varies_within: dict[str, set[str]] = {}
+    for key in dict.fromkeys(k for _, saved, shown in described for k in (*saved, *shown)):
+        if not is_regularizer_key(key):
+            continue
+        for regularizer in {r for r, _, _ in described}:
+            values = {
+                o[key] if key in o else _text(s[key])
+                for r, s, o in described
+                if r == regularizer and (key in s or key in o)
+            }
+            if len(values) > 1:
+                varies_within.setdefault(key, set()).add(regularizer)
+
+    runs = []
+    for (path, name, regularizer, seed, metrics, overrides), (_, saved, _) in zip(
+        loaded, described
+    ):
+        settings = _settings_of(regularizer, saved, overrides, keys, varies_within)
+        group = _group_name(regularizer, settings)
         if metrics.get("status") != "completed":
             reason = _failure_reason(metrics)
             problems.append(Problem(name, "failed", regularizer, str(seed), reason, group))
             continue
         boundary = _load_boundary(path.parent / "boundary.pt")
         _add_effective_ranks(metrics, boundary)
-        settings = {k: job.overrides[k] for k in varying if job is not None and k in job.overrides}
         settings = _with_training_points(settings, metrics)
         runs.append(
             Run(name, group, regularizer, seed, metrics, boundary, settings, path.parent.resolve())
@@ -254,6 +358,7 @@ def collect(sweep_dir: Path) -> tuple[list[Run], list[Problem], list[Job]]:
 
     for job in jobs:
         regularizer = str(job.config.get("regularizer_name", MISSING))
+        shown = {k: job.overrides[k] for k in swept if k in job.overrides}
         for path, seed in job.expected_metrics():
             if not path.is_file():
                 problems.append(
@@ -263,16 +368,16 @@ def collect(sweep_dir: Path) -> tuple[list[Run], list[Problem], list[Job]]:
                         regularizer,
                         MISSING if seed is None else str(seed),
                         "no metrics.json (unfinished or crashed)",
-                        _group_name(regularizer, job, varying),
+                        _group_name(regularizer, shown),
                     )
                 )
 
     if planned is not None:
         started = [job.overrides for job in jobs]
-        swept = _varying_keys(planned)
+        swept_all = _varying_keys(planned)
         for overrides in planned:
             if overrides not in started:
-                name = ",".join(f"{k}={overrides[k]}" for k in swept or overrides)
+                name = ",".join(f"{k}={overrides[k]}" for k in swept_all or overrides)
                 seed = overrides.get("seeds", overrides.get("seed", MISSING))
                 regularizer = overrides.get("regularizer", MISSING)
                 problems.append(Problem(name, "never started", regularizer, seed, "never started"))

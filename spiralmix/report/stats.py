@@ -94,7 +94,7 @@ def flatten_columns(runs: Sequence[Run]) -> list[Column]:
         columns.append(
             Column(
                 f"n_sig_layer{k}",
-                f"n_sig L{k}",
+                f"n significant, layer {k}",
                 "final",
                 f"flatten/layer{k}/n_significant",
                 None,
@@ -105,7 +105,7 @@ def flatten_columns(runs: Sequence[Run]) -> list[Column]:
         columns.append(
             Column(
                 f"erank_layer{k}",
-                f"erank L{k}",
+                f"effective rank, layer {k}",
                 "final",
                 f"flatten/layer{k}/effective_rank",
                 None,

@@ -10,17 +10,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from spiralmix.report.across import AcrossMetric
 from spiralmix.report.runs import MISSING, Problem, Run
-from spiralmix.report.stats import Column, Comparison, Group, Stat, min_pairs_for
+from spiralmix.report.stats import Column, Comparison, Group, Stat, min_pairs_for, smallest_p
 
 
 @dataclass(frozen=True)
 class Cell:
-    """A table cell: ``main`` is emphasised when marked, ``rest`` follows it plainly."""
+    """A table cell: ``main`` is emphasised when marked, ``rest`` follows it plainly.
+
+    mark is what bold means in its table: "best" (the best mean of a summary column) or
+    "significant" (a paired difference, Holm p < 0.05; a Bayesian verdict). tone is the
+    direction against the baseline: "better" (green), "worse" (red) or "".
+    """
 
     main: str
     rest: str = ""
-    mark: str = ""  # "best" (best mean), "significant" (Holm p < 0.05) or ""
+    mark: str = ""
+    tone: str = ""
 
     @property
     def markdown(self) -> str:
@@ -55,6 +62,13 @@ def p_text(p: float) -> str:
     if math.isnan(p):
         return MISSING
     return "< 0.001" if p < 0.001 else f"{p:.3f}" if p >= 0.01 else f"{p:.4f}"
+
+
+def tone(difference: float, column: Column) -> str:
+    """ "better" or "worse" for a difference against the baseline in column's direction."""
+    if column.better is None or difference == 0 or math.isnan(difference):
+        return ""
+    return "better" if (difference > 0) == (column.better == "max") else "worse"
 
 
 def stat_cell(stat: Stat | None, col: Column, best: bool) -> Cell:
@@ -128,7 +142,7 @@ def paired_table(
             main = f"{signed(c.mean, col.digits)} [{signed(c.ci[0], col.digits)}, "
             main += f"{signed(c.ci[1], col.digits)}]"
             mark = "significant" if c.significant else ""
-            row.append(Cell(main, f" p={p_text(c.p_holm)}", mark))
+            row.append(Cell(main, f" p={p_text(c.p_holm)}", mark, tone(c.mean, col)))
         rows.append(row)
     header = [*key_header(axis, facets), "pairs", *[c.label for c in columns]]
     families: dict[tuple, set[str]] = {}
@@ -139,10 +153,29 @@ def paired_table(
         f"Per seed, the regularizer's value minus {baseline}'s (same seed: same data, split "
         "and initial weights): the mean difference, its 95 % bootstrap interval "
         "(10,000 resamples, seeded) and the two-sided exact Wilcoxon signed-rank p-value, "
-        "Holm-corrected over the regularizers compared on that metric. **Bold**: p < 0.05 "
-        f"after correction. With {m} comparison{'s' if m > 1 else ''} per metric, fewer than "
+        "Holm-corrected over the regularizers compared on that metric. Colour (report.html): "
+        f"green better than {baseline}, red worse; **bold**: significant, p < 0.05 after "
+        f"correction. With {m} comparison{'s' if m > 1 else ''} per metric, fewer than "
         f"{min_pairs_for(comparisons=m)} pairs can make no difference significant."
     )
+    split = [c for c in comparisons if not c.significant and (c.ci[0] > 0 or c.ci[1] < 0)]
+    if split:
+        c = split[0]
+        n, family = c.n_nonzero, len(families[c.column.name, c.group.facet, c.group.x])
+        explanation += (
+            f" Where an interval excludes 0 but p ≥ 0.05 ({len(split)} cell"
+            f"{'s' if len(split) > 1 else ''}, e.g. {c.group.name} on {c.column.label}): "
+            "the interval is a percentile bootstrap of the mean, approximate (too narrow "
+            "with few seeds) and not corrected for the comparisons, while the p-value is exact "
+            f"and Holm-corrected over {family} comparisons; with {n} pairs its smallest "
+            f"possible value is {smallest_p(n, family):.2g}"
+            + (
+                ": it cannot reach 0.05 whatever the seeds say."
+                if smallest_p(n, family) >= 0.05
+                else ", so a seed or two against the difference keeps it above 0.05."
+            )
+            + " Trust the p-value."
+        )
     return Table(f"Paired differences against {baseline}", explanation, header, rows)
 
 
@@ -292,3 +325,73 @@ def terminal_summary(sweep_dir: Path, tables: Sequence[Table], steps: str) -> st
         rows = [[cell.plain for cell in row] for row in table.rows]
         out += ["", f"{table.title}:", plain_table(table.header, rows)]
     return "\n".join(out)
+
+
+def interval(ci: tuple[float, float] | None, digits: int = 3) -> str:
+    return MISSING if ci is None else f"[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
+
+
+def _task_names(tasks: Sequence[str]) -> list[str]:
+    """'data=moons' → 'moons' when the facet is one setting; several stay as they are."""
+    return [t.split("=", 1)[1] if "=" in t and ", " not in t else t for t in tasks]
+
+
+def across_table(metric: AcrossMetric, baseline: str) -> Table:
+    """One metric across the tasks: a row per regularizer, the baseline first."""
+    rows = []
+    for r in metric.rows:
+        poi = MISSING if r.poi is None else fmt(r.poi, 2)
+        if r.posterior is None:
+            posterior, verdict = MISSING, Cell("(baseline)" if r.regularizer == baseline else "")
+        else:
+            posterior = " / ".join(fmt(p, 2) for p in r.posterior)
+            decided = r.verdict in ("better", "worse")
+            tone_ = r.verdict if decided else ""
+            verdict = Cell(r.verdict, mark="significant" if r.verdict != "undecided" else "",
+                           tone=tone_)  # fmt: skip
+        poi_tone = "" if r.poi_ci is None else (
+            "better" if r.poi_ci[0] > 0.5 else "worse" if r.poi_ci[1] < 0.5 else "")  # fmt: skip
+        rows.append([
+            Cell(r.regularizer),
+            Cell(str(r.n_runs)),
+            Cell(fmt(r.iqm, 3), f" {interval(r.iqm_ci)}"),
+            Cell(poi, "" if r.poi_ci is None else f" {interval(r.poi_ci, 2)}",
+                 "significant" if poi_tone else "", poi_tone),
+            Cell(fmt(r.average_rank, 2)),
+            Cell(posterior),
+            verdict,
+        ])  # fmt: skip
+    rope = next((r.rope for r in metric.rows if r.rope is not None), None)
+    cd = MISSING if metric.cd is None else fmt(metric.cd, 2)
+    header = ["regularizer", "runs", "IQM [95 % CI]", f"P(better than {baseline}) [95 % CI]",
+              "average rank", "P(worse / equivalent / better)", "verdict"]  # fmt: skip
+    explanation = (
+        f"{len(metric.tasks)} data sets ({', '.join(_task_names(metric.tasks))}). "
+        f"Normalised scores (0 = chance, 1 = the data set's best run). Friedman p = "
+        f"{p_text(metric.friedman_p)} (average ranks, 1 = best; a difference below the "
+        f"Nemenyi critical difference {cd} is not significant)."
+        + ("" if rope is None else f" Bayesian signed-rank ROPE: ±{rope:g}.")
+    )
+    return Table(f"Across data sets: {metric.column.label}", explanation, header, rows)
+
+
+def across_csv(metrics: Sequence[AcrossMetric]) -> str:
+    """One row per (metric, regularizer) of the cross-task comparison."""
+    header = ["metric", "regularizer", "baseline", "n_tasks", "tasks", "n_runs", "iqm",
+              "iqm_ci_low", "iqm_ci_high", "probability_of_improvement", "poi_ci_low",
+              "poi_ci_high", "n_pairs", "mean_difference", "average_rank", "friedman_chi2",
+              "friedman_p", "nemenyi_cd", "rope", "p_worse", "p_equivalent", "p_better",
+              "verdict"]  # fmt: skip
+    rows = []
+    for m in metrics:
+        for r in m.rows:
+            posterior = r.posterior or (None, None, None)
+            values = [
+                m.column.name, r.regularizer, r.baseline, len(m.tasks), " ".join(m.tasks),
+                r.n_runs, r.iqm, *r.iqm_ci, r.poi, *(r.poi_ci or (None, None)), r.n_pairs,
+                r.mean_difference, r.average_rank, m.friedman_chi2, m.friedman_p, m.cd, r.rope,
+                *posterior, r.verdict,
+            ]  # fmt: skip
+            rows.append(["" if v is None else repr(v) if isinstance(v, float) else v
+                         for v in values])  # fmt: skip
+    return csv_text(header, rows)

@@ -1,4 +1,4 @@
-"""The verdict paragraph: what the paired comparisons say, in words, and nothing else.
+"""The verdict: what the paired comparisons say, in words, as a short list, and nothing else.
 
 Every sentence is generated from a Comparison: a difference is called a raise or a drop only
 when it is significant after Holm's correction; everything else is named "not significant".
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from spiralmix.report.across import Across, AcrossMetric
 from spiralmix.report.stats import ALPHA, Comparison, min_pairs_for, smallest_p
 from spiralmix.report.tables import p_text
 
@@ -30,13 +31,16 @@ def metric_words(name: str) -> str:
 
 
 def _finding(c: Comparison, against: str = "") -> str:
-    """'lowers the test loss[ against none] by 0.120 [0.050, 0.200] (p = 0.004)'."""
+    """'lowers the test loss[ against none] by 0.120 [0.050, 0.200] (better, p = 0.004)'."""
     verb = "raises" if c.mean > 0 else "lowers"
     d = c.column.digits
+    direction = "" if c.column.better is None else (
+        "better, " if (c.mean > 0) == (c.column.better == "max") else "worse, ")  # fmt: skip
     return (
         f"{verb} the {metric_words(c.column.name)}{against} by {abs(c.mean):.{d}f} "
         f"[{abs(c.ci[0]) if c.mean > 0 else abs(c.ci[1]):.{d}f}, "
-        f"{abs(c.ci[1]) if c.mean > 0 else abs(c.ci[0]):.{d}f}] (p = {p_text(c.p_holm)})"
+        f"{abs(c.ci[1]) if c.mean > 0 else abs(c.ci[0]):.{d}f}] "
+        f"({direction}p = {p_text(c.p_holm)})"
     )
 
 
@@ -61,14 +65,87 @@ def too_few_seeds(n: int, comparisons: int = 1) -> str | None:
     )
 
 
-def verdict(comparisons: Sequence[Comparison], baseline: str, axis: str | None = None) -> str:
-    """One paragraph (Markdown) from the paired comparisons, grouped by facet and axis value."""
+def _cell_name(c: Comparison, axis: str | None) -> str:
+    """Where a comparison was made: 'data=moons', 'mixup.alpha=0.5', or '' for the sweep."""
+    where = [c.group.facet] if c.group.facet else []
+    if c.group.x is not None and axis is not None:
+        where.append(f"{axis}={c.group.runs[0].settings.get(axis)}")
+    return ", ".join(where)
+
+
+def _regularizer_line(
+    family: Sequence[Comparison], baseline: str, prefix: str, with_name: bool
+) -> str | None:
+    """'`mixup` lowers the test loss against none by … (better) over 10 seeds; its
+    differences in … are not significant'; None when nothing about it is significant."""
+    significant = [c for c in family if c.significant]
+    if not significant:
+        return None
+    n = max(c.n for c in family)
+    found = [_finding(c, f" against {baseline}" if i == 0 else "")
+             for i, c in enumerate(significant)]  # fmt: skip
+    rest = [metric_words(c.column.name) for c in family
+            if not c.significant and "layer" not in c.column.name]  # fmt: skip
+    flat = [c for c in family if "layer" in c.column.name]
+    quiet_flat = sum(not c.significant for c in flat)
+    if quiet_flat:  # counted, not listed: there are two per hidden layer
+        rest.append(f"{quiet_flat} of its {len(flat)} flattening measures")
+    label = f"`{family[0].group.regularizer}` " if with_name else ""
+    text = f"{prefix}{label}{_join(found)} over {n} seeds"
+    if rest:
+        text += f"; its differences in {_join(rest)} are not significant"
+    return text
+
+
+def _across_line(rows: Sequence[Across]) -> str:
+    """'across 6 data sets: test accuracy undecided, test loss better (P = 0.99)'."""
+    parts = []
+    for r in rows:
+        if r.posterior is None:
+            continue
+        worse, equivalent, better = r.posterior
+        p = {"better": better, "worse": worse, "practically equivalent": equivalent}
+        certainty = f" (P = {p[r.verdict]:.2f})" if r.verdict in p else ""
+        parts.append(f"{metric_words(r.column.name)} **{r.verdict}**{certainty}")
+    if not parts:
+        return ""
+    return f"across {len(rows[0].tasks)} data sets: " + ", ".join(parts)
+
+
+def _facet_findings(family: Sequence[Comparison], baseline: str) -> list[str]:
+    """'better than none: test loss on spirals (−2.67), moons (−0.36); worse: test accuracy on
+    spirals3 (−0.131)': the significant differences in a direction, by metric."""
+    out = []
+    for word in ("better", "worse"):
+        by_metric: dict[str, list[str]] = {}
+        for c in family:
+            if (
+                c.significant
+                and c.column.better is not None
+                and ((c.mean > 0) == (c.column.better == "max")) == (word == "better")
+            ):
+                value = f"{c.mean:+.{c.column.digits}f}".replace("-", "−")
+                by_metric.setdefault(metric_words(c.column.name), []).append(
+                    f"{c.group.facet.split('=', 1)[-1]} ({value})"
+                )
+        if by_metric:
+            found = "; ".join(f"{m} on {_join(w)}" for m, w in by_metric.items())
+            out.append(f"{word} than {baseline}: {found}")
+    return out
+
+
+def verdict(
+    comparisons: Sequence[Comparison], baseline: str, axis: str | None = None,
+    across: Sequence[AcrossMetric] = (),
+) -> str:  # fmt: skip
+    """The verdict as a short Markdown list: a line per regularizer (its verdict across data
+    sets, then what is significant where), or, for a sweep with an axis, a line per value."""
     if not comparisons:
         return (
             f"No paired comparison: the sweep has no completed {baseline} run sharing a seed "
             "with another regularizer."
         )
-    sentences = []
+    lines = []
     cells: dict[tuple, list[Comparison]] = {}
     for c in comparisons:
         cells.setdefault((c.group.facet, c.group.x), []).append(c)
@@ -76,49 +153,55 @@ def verdict(comparisons: Sequence[Comparison], baseline: str, axis: str | None =
     family = max(len({c.group.name for c in family}) for family in cells.values())
     warning = too_few_seeds(n_max, family)
     if warning:
-        sentences.append(warning)
-    quiet = []  # (where, n): the cells where nothing is significant, said once
-    for (facet, x), family in cells.items():
-        where = [facet] if facet else []
-        where += [f"{axis}={family[0].group.runs[0].settings.get(axis)}"] if x is not None else []
-        prefix = f"At {', '.join(where)}, " if where else ""
-        regularizers = list(dict.fromkeys(c.group.name for c in family))
-        if not any(c.significant for c in family):
-            quiet.append((where, max(c.n for c in family)))
-            continue
-        parts = []
-        for name in regularizers:
-            mine = [c for c in family if c.group.name == name]
-            n = max(c.n for c in mine)
-            significant = [c for c in mine if c.significant]
-            found = [_finding(c, f" against {baseline}" if i == 0 else "")
-                     for i, c in enumerate(significant)]  # fmt: skip
-            rest = [metric_words(c.column.name) for c in mine
-                    if not c.significant and "layer" not in c.column.name]  # fmt: skip
-            flat = [c for c in mine if "layer" in c.column.name]
-            quiet_flat = sum(not c.significant for c in flat)
-            if quiet_flat:  # counted, not listed: there are two per hidden layer
-                rest.append(f"{quiet_flat} of its {len(flat)} flattening measures")
-            label = f"`{mine[0].group.regularizer}`"
+        lines.append(warning)
+    quiet = [(_cell_name(f[0], axis), max(c.n for c in f)) for f in cells.values()
+             if not any(c.significant for c in f)]  # fmt: skip
+    if axis is not None:  # a summary per swept value
+        for family in cells.values():
+            where = _cell_name(family[0], axis)
+            found = []
+            for name in dict.fromkeys(c.group.name for c in family):
+                mine = [c for c in family if c.group.name == name]
+                found.append(_regularizer_line(mine, baseline, "", True))
+            found = [f for f in found if f]
             if found:
-                text = f"{label} {_join(found)} over {n} seeds"
-                if rest:
-                    text += f"; its differences in {_join(rest)} are not significant"
-            else:
-                text = f"{label} differs significantly from {baseline} on no metric ({n} seeds)"
-            parts.append(text)
-        sentences.append(prefix + "; ".join(parts) + ".")
+                lines.append(f"- At {where}, " + "; ".join(found) + ".")
+    elif len(cells) == 1:  # one comparison per regularizer: the full sentence
+        for name in dict.fromkeys(c.group.name for c in comparisons):
+            mine = [c for c in comparisons if c.group.name == name]
+            line = _regularizer_line(mine, baseline, "", True)
+            if line:
+                lines.append(f"- {line}.")
+    else:  # data sets (facets): a line per regularizer, significant differences by metric
+        rows: dict[str, list[Across]] = {}
+        for m in across:
+            for r in m.rows:
+                rows.setdefault(r.regularizer, []).append(r)
+        for name in dict.fromkeys(c.group.regularizer for c in comparisons):
+            mine = [c for c in comparisons if c.group.regularizer == name]
+            parts = [_across_line(rows.get(name, [])), *_facet_findings(mine, baseline)]
+            parts = [p for p in parts if p]
+            if not parts:
+                parts = [f"no significant difference from {baseline}"]
+            lines.append(f"- **`{name}`**")
+            lines += [f"  - {part}" for part in parts]
     if quiet:
         n = max(n for _, n in quiet)
-        places = [", ".join(where) for where, _ in quiet if where]
+        places = [where for where, _ in quiet if where]
         at = f" at {_join(places)}" if places and len(quiet) < len(cells) else ""
         at = " at any of the swept values" if places and len(quiet) == len(cells) else at
-        sentences.append(
-            f"No regularizer differs significantly from {baseline} on any metric{at} "
+        lines.append(
+            f"- No regularizer differs significantly from {baseline} on any metric{at} "
             f"(up to {n} paired seeds)."
         )
-    sentences.append(
-        "Intervals: 95 % bootstrap of the mean paired difference; p: two-sided Wilcoxon "
-        "signed-rank, Holm-corrected per metric."
+    lines.append(
+        "\nIntervals: 95 % bootstrap of the mean paired difference; p: two-sided Wilcoxon "
+        "signed-rank, Holm-corrected per metric"
+        + (
+            "; across data sets: Bayesian signed-rank test of the per-data-set mean "
+            "differences with a region of practical equivalence (ROPE), a verdict at P ≥ 0.95."
+            if across
+            else "."
+        )
     )
-    return " ".join(sentences)
+    return "\n".join(lines)

@@ -12,8 +12,19 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from spiralmix.atomic import write_atomic
+from spiralmix.config import config_dir, register
 from spiralmix.report import figures, html, tables
-from spiralmix.report.runs import Job, Problem, ReportError, Run, collect, split_settings
+from spiralmix.report.across import AcrossMetric, across_tasks
+from spiralmix.report.runs import (
+    Job,
+    Problem,
+    ReportError,
+    Run,
+    collect,
+    is_regularizer_key,
+    saved_settings,
+    split_settings,
+)
 from spiralmix.report.stats import (
     ACCURACY_COLUMNS,
     CALIBRATION_COLUMNS,
@@ -45,6 +56,7 @@ class Report:
     verdict: str
     axis: str | None = None
     facets: tuple[str, ...] = ()
+    across: list[AcrossMetric] | None = None
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -64,6 +76,66 @@ def _setting(jobs: Sequence[Job], key: str) -> Any:
         if value is not None:
             return value
     return None
+
+
+def command_line(sweep_dir: Path, jobs: Sequence[Job]) -> str | None:
+    """The command that made the sweep, from Hydra's multirun.yaml (else a job's hydra.yaml),
+    as typed: interpolations such as ${hydra.job.num} are kept, not resolved."""
+    candidates = [sweep_dir / "multirun.yaml"] + [j.path / ".hydra" / "hydra.yaml" for j in jobs]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            overrides = OmegaConf.select(OmegaConf.load(path), "hydra.overrides")
+            overrides = OmegaConf.to_container(overrides, resolve=False) if overrides else {}
+        except Exception:  # an unreadable file: try the next one
+            continue
+        hydra_args = [str(o) for o in overrides.get("hydra") or []]
+        hydra_args = [o for o in hydra_args if o != "hydra.mode=MULTIRUN"]
+        task = [str(o) for o in overrides.get("task") or []]
+        flag = ["-m"] if path.name == "multirun.yaml" else []
+        return " ".join(["python -m spiralmix", *flag, *task, *hydra_args])
+    return None
+
+
+def default_settings() -> dict[str, Any]:
+    """The composed defaults (conf/config.yaml, no overrides) as dotted keys; {} when they
+    cannot be composed."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register()  # the schema and resolvers the configs use
+    try:
+        if GlobalHydra.instance().is_initialized():  # inside a running sweep (the callback)
+            cfg = compose("config")
+        else:
+            with initialize_config_dir(str(config_dir()), version_base="1.3"):
+                cfg = compose("config")
+        return saved_settings({"config": OmegaConf.to_container(cfg, resolve=True)})
+    except Exception:  # a report without this line is still a report
+        return {}
+
+
+def changed_settings(runs: Sequence[Run], keys: Sequence[str]) -> list[str]:
+    """'key=value' for every saved setting that differs from the defaults, the same in all
+    runs; the settings that tell runs apart (keys) as 'key: a, b'. Left out: a regularizer
+    preset's own keys (regularizer.*), named by the regularizer, and keys that follow a
+    swept setting (data=moons sets data.n_classes, ...)."""
+    defaults = default_settings()
+    saved = [saved_settings(run.metrics) for run in runs]
+    if not defaults or not any(saved):
+        return []
+    out = []
+    for key in dict.fromkeys(k for s in saved for k in s):
+        if is_regularizer_key(key) or key.endswith("_target_"):
+            continue
+        values = list(dict.fromkeys(str(s[key]) for s in saved if key in s))
+        if len(values) > 1:  # a facet or the axis; keys that follow a swept one are left out
+            if key in keys:
+                out.append(f"{key}: {', '.join(values)}")
+        elif key in defaults and values[0] != str(defaults[key]):
+            out.append(f"{key}={values[0]}")
+    return out
 
 
 def _notes(runs: Sequence[Run], groups: Sequence[Group], baseline: str) -> list[str]:
@@ -96,10 +168,15 @@ def _notes(runs: Sequence[Run], groups: Sequence[Group], baseline: str) -> list[
     return notes
 
 
-def write_report(sweep_dir: Path | str, baseline: str = "none", strict: bool = False) -> Report:
+def write_report(
+    sweep_dir: Path | str, baseline: str = "none", strict: bool = False,
+    ropes: dict[str, float] | None = None,
+) -> Report:  # fmt: skip
     """Write the comparison report of a sweep directory into it and return what it holds.
 
-    baseline: the regularizer every other one is compared with, seed by seed. Raises
+    baseline: the regularizer every other one is compared with, seed by seed. ropes: metric
+    name → region of practical equivalence of the cross-data-set verdict, in the metric's
+    units (defaults: spiralmix.report.across.DEFAULT_ROPE). Raises
     ReportError when the directory does not exist or holds no runs at all, or (strict) when
     no completed run has the baseline regularizer. Figures need at least one completed run;
     tables are written regardless.
@@ -129,7 +206,10 @@ def write_report(sweep_dir: Path | str, baseline: str = "none", strict: bool = F
     notes = _notes(runs, groups, baseline)
     fraction = _setting(jobs, "evaluation.flatten_fraction")
     n_bins = int(_setting(jobs, "evaluation.ece_bins") or 15)
-    the_verdict = verdict(comparisons, baseline, axis) if groups else "No completed run yet."
+    across = across_tasks(groups, columns, baseline, ropes) if facets else []
+    the_verdict = "No completed run yet."
+    if groups:
+        the_verdict = verdict(comparisons, baseline, axis, across)
 
     threshold = f"{fraction:g} ×" if fraction is not None else "a set share of"
     sections = [
@@ -149,9 +229,10 @@ def write_report(sweep_dir: Path | str, baseline: str = "none", strict: bool = F
         ),
         (
             "Flattening",
-            f"n_sig Lk: singular values of a class's representation after hidden layer k "
-            f"above {threshold} the largest; erank Lk: its effective rank (exp of the entropy "
-            "of the normalised singular values, Roy & Vetterli 2007, no threshold); both "
+            f"n significant, layer k: singular values of a class's representation after "
+            f"hidden layer k above {threshold} the largest; effective rank, layer k: exp of "
+            "the entropy of the normalised singular values, Roy & Vetterli 2007, no "
+            "threshold); both "
             "averaged over the classes, fewer = flatter (Verma et al. 2019). The input "
             "(layer 0) is the same for every regularizer and is only in report.csv.",
             hidden,
@@ -163,12 +244,16 @@ def write_report(sweep_dir: Path | str, baseline: str = "none", strict: bool = F
         if cols
     ]
     paired = tables.paired_table(comparisons, baseline, axis, facets)
-    shown = ([paired] if paired else []) + summary_tables
+    across_shown = [tables.across_table(m, baseline) for m in across]
+    shown = across_shown + ([paired] if paired else []) + summary_tables
     per_seed = tables.per_seed_table(groups, [c for _, _, cols in sections for c in cols])
 
     # Built one at a time, so that only one figure is in memory.
     builders: dict[str, Callable[[], Figure]] = {}
     if groups:
+        if across:
+            builders["profiles.png"] = lambda: figures.profiles_figure(across)
+            builders["critical_difference.png"] = lambda: figures.critical_difference_figure(across)
         if comparisons:
             builders["paired.png"] = lambda: figures.paired_figure(comparisons, baseline)
         if axis is not None:
@@ -191,9 +276,11 @@ def write_report(sweep_dir: Path | str, baseline: str = "none", strict: bool = F
         write_atomic(sweep_dir / name, lambda tmp, data=pngs[name]: tmp.write_bytes(data))
 
     title = f"Sweep report: `{sweep_dir}`"
+    about = _about(runs, groups, problems, facets, keys, jobs, sweep_dir, steps)
     markdown = _markdown(
-        title, groups, runs, problems, shown, per_seed, notes, steps, the_verdict, list(pngs)
-    )
+        title, groups, runs, problems, shown, per_seed, notes, steps, the_verdict, list(pngs),
+        about,
+    )  # fmt: skip
     texts = {
         "report.md": markdown,
         "report.csv": tables.summary_csv(groups, columns, keys),
@@ -201,9 +288,12 @@ def write_report(sweep_dir: Path | str, baseline: str = "none", strict: bool = F
     }
     if comparisons:
         texts["report_paired.csv"] = tables.paired_csv(comparisons, keys)
+    if across:
+        texts["report_across.csv"] = tables.across_csv(across)
     texts["report.html"] = html.page(
-        title, the_verdict, notes, [*shown, per_seed] if groups else [], pngs,
+        title, the_verdict, notes, shown if groups else [], pngs,
         tables.problems_table(problems), [run.path for run in runs if run.path], sweep_dir,
+        about, [per_seed] if groups else [],
     )  # fmt: skip
     for name, text in texts.items():
         _write_text(sweep_dir / name, text)
@@ -216,7 +306,34 @@ def write_report(sweep_dir: Path | str, baseline: str = "none", strict: bool = F
     if problems:
         summary += f"\n\n{len(problems)} failed or unfinished runs: see report.md"
     return Report(sweep_dir, groups, problems, columns, notes, files, summary, comparisons,
-                  the_verdict, axis, tuple(facets))  # fmt: skip
+                  the_verdict, axis, tuple(facets), across)  # fmt: skip
+
+
+def _about(
+    runs: Sequence[Run], groups: Sequence[Group], problems: Sequence[Problem],
+    facets: Sequence[str], keys: Sequence[str], jobs: Sequence[Job], sweep_dir: Path,
+    steps: str,
+) -> list[tuple[str, str]]:  # fmt: skip
+    """What the sweep is, line by line: (label, Markdown text)."""
+    if not groups:
+        return []
+    seeds = sorted({run.seed for run in runs})
+    seed_text = f"{len(seeds)} ({seeds[0]}–{seeds[-1]})" if len(seeds) > 1 else str(seeds[0])
+    about = [
+        ("Runs", f"{len(runs)} completed, {len(problems)} failed or unfinished; "
+                 f"{seed_text} seeds; {steps}"),
+    ]  # fmt: skip
+    data = sorted({str(run.metrics.get("config", {}).get("data", {}).get("name", ""))
+                   for run in runs} - {""})  # fmt: skip
+    if data:
+        about.append(("Data set" + ("s" if len(data) > 1 else ""), ", ".join(data)))
+    command = command_line(sweep_dir, jobs)
+    if command:
+        about.append(("Command", f"`{command}`"))
+    changed = changed_settings(runs, keys)
+    if changed:
+        about.append(("Not the defaults", ", ".join(f"`{c}`" for c in changed)))
+    return about
 
 
 def _markdown(
@@ -230,8 +347,10 @@ def _markdown(
     steps: str,
     the_verdict: str,
     figure_names: Sequence[str],
+    about: Sequence[tuple[str, str]] = (),
 ) -> str:
     out = [f"# {title}", ""]
+    out += [f"- **{label}:** {text}" for label, text in about] + ([""] if about else [])
     if not groups:
         out += ["No completed run yet.", "", "## Failed or unfinished runs", ""]
         return "\n".join(out) + "\n" + tables.problems_markdown(problems)
