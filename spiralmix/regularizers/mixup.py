@@ -90,7 +90,8 @@ class Mixup(Regularizer):
 
     @classmethod
     def label_weight(cls, lam: torch.Tensor) -> torch.Tensor:
-        """The weight of each pair's first label in its target, from its λ (...)."""
+        """The weight of each pair's first label in its target, from the λ (..., E') that
+        mixes its inputs: λ itself (mixup's soft labels); a subclass may return others."""
         return lam
 
     @classmethod
