@@ -207,3 +207,15 @@ def test_bad_control_values_are_refused_with_one_line_and_nothing_written(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and key in err and "Traceback" not in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_controls_preset_trains_the_mixups_and_every_control_on_three_data_sets():
+    from spiralmix.config import validate
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=controls"])
+        hydra = compose("config", ["experiment=controls"], return_hydra_config=True).hydra
+    validate(cfg)
+    assert cfg.regularizers == ["none", "mixup", "input_mixup", "hidden_mixup", *CONTROLS]
+    assert len(cfg.seeds) == 10 and cfg.trainer.max_steps == 4000
+    assert hydra.sweeper.params.data == "spirals,moons,blobs"
