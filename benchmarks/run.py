@@ -16,7 +16,9 @@ b. the wall time of the 6 regularizers × 10 seeds grid with ``experiment=compar
 c. peak RSS of one run of each, and of the grid's process tree;
 d. ensemble training throughput, ``none`` and ``mixup``, E = 1, 10, 30, 60, 120 members
    (benchmarks/ensemble.py: model-steps/s = steps/s × E, FLOPs per step and the fraction of
-   a measured batched-matmul peak) beside the plain loop's steps/s, alternated.
+   a measured batched-matmul peak) beside the plain loop's steps/s, alternated;
+e. each control of mixup (``label_smoothing`` … ``noisy_mixup``) at E = 1 and 30 over the
+   plain loop's mixup steps/s of part d.
 
 Results: ``<out>/latest.json`` (every measurement) and ``<out>/latest.md`` (a summary table).
 """
@@ -45,6 +47,10 @@ REGULARIZERS = ("none", "weight_decay", "dropout", "mixup", "input_mixup", "hidd
 SINGLE_REGULARIZERS = ("none", "mixup")
 ENSEMBLE_REGULARIZERS = ("none", "mixup")
 ENSEMBLE_SIZES = (1, 10, 30, 60, 120)
+# e. the controls of mixup, one run and an E = 30 loop each, against the plain loop's mixup
+CONTROLS = ("label_smoothing", "mixup_io", "regmixup", "local_mixup", "kernel_mixup",
+            "noisy_mixup")  # fmt: skip
+CONTROL_SIZES = (1, 30)
 SEED = 123
 FULL_STEPS = 100_000
 TARGETS = {
@@ -52,6 +58,8 @@ TARGETS = {
     "grid_speedup": 25.0,
     "rss_ratio": 1.5,
     "ensemble_speedup_e30_mixup": 15.0,
+    "control_speedup_e1": 2.5,
+    "control_speedup_e30": 15.0,
     "grid_peak_rss_mb": 3000,
 }
 # --quick: every part, short enough for a check after a change (~5 minutes on 2 cores).
@@ -369,6 +377,52 @@ def ensembles(args: argparse.Namespace, work: Path) -> dict:
     return out
 
 
+def controls(args: argparse.Namespace, work: Path, plain_mixup: float) -> dict:
+    """e. Each control's training throughput at E = 1 and 30 (benchmarks/ensemble.py, best
+    of repeats) over the plain loop's mixup steps/s from part d."""
+    say(f"e. controls: E = 1, 30, {args.ensemble_steps:,} steps, against plain mixup")
+    out: dict = {}
+    for name in CONTROLS:
+        out[name] = {}
+        for members in CONTROL_SIZES:
+            measured = [
+                run_ensemble(
+                    name, members, args.ensemble_steps, work, f"control_{name}_{members}_{rep}"
+                )
+                for rep in range(args.repeats)
+            ]
+            best = max(measured, key=lambda e: e["model_steps_per_s"])
+            out[name][members] = {**best, "speedup": best["model_steps_per_s"] / plain_mixup}
+            say(f"  {name:<16} E={members:<3} {best['model_steps_per_s']:>8,.0f} model-steps/s "
+                f"{out[name][members]['speedup']:>6.1f}× plain mixup")  # fmt: skip
+    return out
+
+
+def control_markdown(res: dict) -> list[str]:
+    if "controls" not in res:
+        return []
+    t = res["targets"]
+    plain = res["ensembles"]["mixup"]["plain_steps_per_s"]
+    lines = [
+        "",
+        "## e. The controls of mixup: model-steps/s over the plain loop's mixup "
+        f"({plain:,.0f} steps/s)",
+        "",
+        f"| control | E = 1 | / plain (≥ {t['control_speedup_e1']}×) | E = 30 "
+        f"| / plain (≥ {t['control_speedup_e30']}×) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, sizes in res["controls"].items():
+        one, thirty = sizes[1], sizes[30]
+        lines.append(
+            f"| {name} | {one['model_steps_per_s']:,.0f} | {one['speedup']:.1f}× "
+            f"{mark(one['speedup'] >= t['control_speedup_e1'])} "
+            f"| {thirty['model_steps_per_s']:,.0f} | {thirty['speedup']:.1f}× "
+            f"{mark(thirty['speedup'] >= t['control_speedup_e30'])} |"
+        )
+    return lines
+
+
 def machine() -> dict:
     cpuinfo = _read("/proc/cpuinfo") or ""
     models = [
@@ -425,6 +479,8 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
 
     if args.ensembles_only:
         results["ensembles"] = ensembles(args, work)
+        plain_mixup = results["ensembles"]["mixup"]["plain_steps_per_s"]
+        results["controls"] = controls(args, work, plain_mixup)
         results["load_average"]["end"] = load()
         return results
 
@@ -500,6 +556,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
 
     # d. Ensembles of 1 to 120 members against the plain loop.
     results["ensembles"] = ensembles(args, work)
+    results["controls"] = controls(args, work, results["ensembles"]["mixup"]["plain_steps_per_s"])
     results["load_average"]["end"] = load()
     return results
 
@@ -522,7 +579,7 @@ def markdown(res: dict) -> str:
         f"{s['eval_every']:,} steps, step 0 and the last step included; seed {s['seed']}",
     ]
     if "single" not in res:  # --ensembles-only
-        return "\n".join(lines + ensemble_markdown(res)) + "\n"
+        return "\n".join(lines + ensemble_markdown(res) + control_markdown(res)) + "\n"
     lines += [
         "",
         f"## a. One run, {s['steps']:,} steps (steps/s, best of {s['repeats']} alternated runs)",
@@ -603,7 +660,7 @@ def markdown(res: dict) -> str:
             f"| {reg} | {rss['spiralmix']:.0f} | {rss['plain']:.0f} | {r['rss_ratio']:.2f}× "
             f"| ≤ {t['rss_ratio']}× | {mark(ok)} |"
         )
-    lines += ensemble_markdown(res)
+    lines += ensemble_markdown(res) + control_markdown(res)
     return "\n".join(lines) + "\n"
 
 

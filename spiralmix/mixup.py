@@ -62,6 +62,13 @@ def sample_lambda(alpha: float, n: int, generator: torch.Generator) -> torch.Ten
     return lam.clamp(tiny, 1 - torch.finfo(torch.float32).eps / 2)
 
 
+def sample_beta(a: float, b: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n draws from Beta(a, b), float32 (n,): A / (A + B) for A ~ Gamma(a), B ~ Gamma(b)."""
+    log_a = sample_log_gamma(a, n, generator)
+    log_b = sample_log_gamma(b, n, generator)
+    return torch.sigmoid(log_a - log_b).float()
+
+
 def mix(a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor | float) -> torch.Tensor:
     """λ·a + (1−λ)·b; a tensor λ broadcasts against a and b (e.g. shape (E, 1, 1))."""
     return lam * a + (1 - lam) * b

@@ -98,7 +98,8 @@ class EnsembleStep:
         self.groups = [
             Group(
                 cls, members, [self.regularizers[e] for e in members],
-                StepContext(batch_size, pairing, self.net.n_hidden, n_classes, len(members) == n),
+                StepContext(batch_size, pairing, self.net.n_hidden, n_classes, len(members) == n,
+                            (n_features, *self.hidden_dims)),
                 torch.tensor(members),
             )
             for cls, members in by_class.items()
@@ -179,9 +180,11 @@ class EnsembleStep:
             return self.loss_function(self.net(x, dropout_masks=masks), y)
         draws = self.prepare(draws)
         n_hidden = self.net.n_hidden
-        active = list(zip(self.groups, draws.groups))
-        for group, d in active:
-            y = _apply(group, y, group.cls.targets, (), (d, group.context))
+        # A fresh dict per group and call: at_layer may leave in it what targets and loss use.
+        active = [(group, dict(d)) for group, d in zip(self.groups, draws.groups)]
+        clean = None
+        if any(group.cls.needs_clean for group, _ in active):  # the batch as no hook sees it
+            clean = self.loss_rows(self.net(x, dropout_masks=masks), y)  # (E, N)
         h = x
         for j in range(n_hidden + 1):
             if j > 0:
@@ -190,6 +193,10 @@ class EnsembleStep:
                 h = _apply(group, h, group.cls.at_layer, (j,), (d, group.context))
             if masks is not None and masks[0].shape[1] != h.shape[1]:  # rows were dropped
                 masks = [m[:, : h.shape[1]] for m in masks]
+        for group, d in active:  # after the layers: targets may use what at_layer measured
+            y = _apply(group, y, group.cls.targets, (), (d, group.context))
+            if group.cls.needs_clean:
+                d["clean"] = clean if group.context.whole else clean[group.index.to(x.device)]
         rows = self.loss_rows(self.net(h, n_hidden), y)  # (E, N')
         if len(active) == 1 and active[0][0].context.whole:
             group, d = active[0]

@@ -44,7 +44,7 @@ class LabelSmoothing(Regularizer):
 
 PRESET = """\
 # @package _global_
-regularizer_name: label_smoothing
+regularizer_name: smooth_labels
 regularizer:
   _target_: my_regularizers.LabelSmoothing
   epsilon: 0.2
@@ -53,10 +53,10 @@ regularizer:
 
 @pytest.fixture
 def plugin_dir(tmp_path, monkeypatch):
-    """my_regularizers.py on sys.path and conf/regularizer/label_smoothing.yaml beside it."""
+    """my_regularizers.py on sys.path and conf/regularizer/smooth_labels.yaml beside it."""
     (tmp_path / "my_regularizers.py").write_text(textwrap.dedent(PLUGIN))
     (tmp_path / "conf" / "regularizer").mkdir(parents=True)
-    (tmp_path / "conf" / "regularizer" / "label_smoothing.yaml").write_text(PRESET)
+    (tmp_path / "conf" / "regularizer" / "smooth_labels.yaml").write_text(PRESET)
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
     sys.modules.pop("my_regularizers", None)
@@ -78,17 +78,17 @@ DATA = ["data=spirals3"]
 def test_a_regularizer_from_outside_the_package_trains_alone_and_in_a_mixed_ensemble(
     tmp_path, plugin_dir
 ):
-    alone = _train(tmp_path / "alone", plugin_dir, ["regularizer=label_smoothing", "seed=5"])[0]
+    alone = _train(tmp_path / "alone", plugin_dir, ["regularizer=smooth_labels", "seed=5"])[0]
     none = _train(tmp_path / "none", plugin_dir, ["regularizer=none", "seed=5"])[0]
-    assert alone["regularizer"] == "label_smoothing"
+    assert alone["regularizer"] == "smooth_labels"
     assert alone["config"]["regularizer"]["epsilon"] == 0.2
     assert alone["final"] != none["final"]  # the plugin changes training
     together = _train(
         tmp_path / "together", plugin_dir,
-        ["regularizers=[none,label_smoothing,mixup]", "seeds=[4,5]"],
+        ["regularizers=[none,smooth_labels,mixup]", "seeds=[4,5]"],
     )  # fmt: skip
     member = together[3]
-    assert (member["regularizer"], member["seed"]) == ("label_smoothing", 5)
+    assert (member["regularizer"], member["seed"]) == ("smooth_labels", 5)
     for key in KEYS:
         assert member[key] == alone[key], key
     for key in KEYS:
@@ -99,5 +99,5 @@ def test_a_plugin_setting_is_checked_by_its_class(tmp_path, plugin_dir):
     from spiralmix.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"regularizer\.epsilon"):
-        _train(tmp_path, plugin_dir, ["regularizer=label_smoothing", "regularizer.epsilon=2"])
+        _train(tmp_path, plugin_dir, ["regularizer=smooth_labels", "regularizer.epsilon=2"])
     assert not list(tmp_path.rglob("metrics.json"))

@@ -14,9 +14,30 @@ from omegaconf import DictConfig
 
 from spiralmix.config import ConfigError
 from spiralmix.regularizers.base import Dropout, Regularizer, StepContext, WeightDecay
+from spiralmix.regularizers.controls import (
+    KernelMixup,
+    LabelSmoothing,
+    LocalMixup,
+    MixupIO,
+    NoisyMixup,
+    RegMixup,
+)
 from spiralmix.regularizers.mixup import Mixup
 
-__all__ = ["Dropout", "Mixup", "Regularizer", "StepContext", "WeightDecay", "build"]
+__all__ = [
+    "Dropout",
+    "KernelMixup",
+    "LabelSmoothing",
+    "LocalMixup",
+    "Mixup",
+    "MixupIO",
+    "NoisyMixup",
+    "RegMixup",
+    "Regularizer",
+    "StepContext",
+    "WeightDecay",
+    "build",
+]
 
 
 def build(cfg: DictConfig) -> Regularizer:

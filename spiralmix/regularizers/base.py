@@ -10,6 +10,14 @@ names the class with ``_target_`` and sets those keys. Every regularizer configu
   inputs (layer 0) and the hidden states (layer j = output of hidden layer j) of the split
   forward pass, and how the rows' losses become the member's loss.
 
+Within one step the hooks run in this order: ``at_layer`` for j = 0 .. n_hidden during the
+forward pass, then ``targets``, then ``loss``. They share one dict, the step's draws, fresh
+for each step and group: ``at_layer`` may leave in it what it measured where it mixed (a
+pair's distance, a λ per pair) for ``targets`` and ``loss`` to use. A class that sets
+``needs_clean`` also finds there, under ``"clean"``, every row's loss (E', N) on the clean
+batch: the inputs and targets as no hook changed them, through the same network and
+dropout masks (RegMixup's clean term).
+
 The hooks are class methods: :class:`spiralmix.step.EnsembleStep` calls them once for all
 members of an ensemble that use the class (its *group*), with the group's member axis E'
 first, so a group costs a few batched kernels whatever its size. Anything that differs
@@ -36,6 +44,7 @@ class StepContext:
     n_hidden: int  # hidden layers; at_layer sees j = 0 (inputs) .. n_hidden
     n_classes: int  # targets are (E', N) for two classes, one-hot (E', N, K) for more
     whole: bool  # the group holds every member: it may change the number of rows
+    widths: tuple[int, ...] = ()  # at_layer's width at j = 0 (inputs) .. n_hidden
 
 
 @dataclass
@@ -50,6 +59,7 @@ class Regularizer:
     weight_decay: float = 0.0  # AdamW's decoupled weight decay
 
     stream: ClassVar[str | None] = None  # the member's stream that draw() reads, if any
+    needs_clean: ClassVar[bool] = False  # loss() reads draw["clean"]: the clean batch's rows
 
     def check(self, n_hidden: int) -> None:
         """Raise :class:`ConfigError` for a setting that cannot work with ``n_hidden`` layers."""
@@ -88,7 +98,8 @@ class Regularizer:
 
     @classmethod
     def loss(cls, rows: torch.Tensor, draw: dict, context: StepContext) -> torch.Tensor:
-        """The group's loss (E',) from each row's loss against its targets (E', N)."""
+        """The group's loss (E',) from each row's loss against its targets (E', N)
+        (and, with ``needs_clean``, the clean batch's rows in ``draw["clean"]``)."""
         return rows.mean(-1)
 
     @classmethod

@@ -69,12 +69,16 @@ class Mixup(Regularizer):
         ranges = {m.layer_range(context.n_hidden) for m in group}
         one_layer = len(ranges) == 1 and len(set(next(iter(ranges)))) == 1
         shrinks = context.whole and (len(group) == 1 or one_layer)
+        draws = {**draws, "ks": draws["k"].tolist()}  # the layers where members mix
         if context.pairing == "permute" or shrinks:
-            return {**draws, "ks": draws["k"].tolist()}
+            return draws
         mixing, targets = halves_mixing_weights(draws["k"], draws["lam"], context.n_hidden)
+        label = cls.label_weight(draws["lam"])
+        if label is not draws["lam"]:  # the labels mix with weights of their own
+            targets = halves_mixing_weights(draws["k"], label, context.n_hidden)[1]
         # per layer, along the step axis when there is one: (..., E', 2, 1)
         layers = mixing.unbind(-4)
-        return {"by_layer": list(zip(*layers)) if mixing.ndim == 5 else layers,
+        return {**draws, "by_layer": list(zip(*layers)) if mixing.ndim == 5 else layers,
                 "mix_targets": targets}  # fmt: skip
 
     @classmethod
@@ -82,7 +86,13 @@ class Mixup(Regularizer):
         if "by_layer" in draw:
             return mix_halves(y, draw["mix_targets"])  # (E', 2B) or (E', 2B, K) soft labels
         per_target = (-1,) + (1,) * (y.ndim - 1)  # broadcast over points (and classes)
-        return mix(*_pairs(y, draw, context), draw["lam"].view(per_target))
+        return mix(*pair_sides(y, draw, context), cls.label_weight(draw["lam"]).view(per_target))
+
+    @classmethod
+    def label_weight(cls, lam: torch.Tensor) -> torch.Tensor:
+        """The weight of each pair's first label in its target, from the λ (..., E') that
+        mixes its inputs: λ itself (mixup's soft labels); a subclass may return others."""
+        return lam
 
     @classmethod
     def at_layer(cls, j: int, h: torch.Tensor, draw: dict, context: StepContext) -> torch.Tensor:
@@ -91,7 +101,7 @@ class Mixup(Regularizer):
         ks = draw["ks"]
         if j not in ks:
             return h
-        mixed = mix(*_pairs(h, draw, context), draw["lam"].view(-1, 1, 1))  # (E', B, width)
+        mixed = mix(*pair_sides(h, draw, context), draw["lam"].view(-1, 1, 1))  # (E', B, width)
         # Members that mix at another layer keep their rows (one run always mixes here).
         if ks.count(j) == len(ks):
             return mixed
@@ -108,7 +118,9 @@ class Mixup(Regularizer):
         return {"mixup/k": draws["k"], "mixup/lambda": draws["lam"]}
 
 
-def _pairs(t: torch.Tensor, draw: dict, context: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_sides(
+    t: torch.Tensor, draw: dict, context: StepContext
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The two sides of each mixed pair: rows (E', B, ...) of t (E', N, ...)."""
     if context.pairing == "halves":
         B = t.shape[1] // 2
