@@ -367,6 +367,7 @@ def save_boundary(path: Path, evaluation: Evaluation, datamodule: SpiralDataModu
         "grid": evaluation.grid[e],
         "grid_p": evaluation.grid_p[e],
         "test_p": evaluation.test_p[e],
+        **({} if evaluation.grid_truth is None else {"grid_truth": evaluation.grid_truth[e]}),
         "spectra": [sv[e] for sv in evaluation.spectra],  # per layer: (K classes, width)
         **{
             f"{split}_{t}": getattr(datamodule, f"{split}_{t}")[e]
