@@ -308,6 +308,7 @@ def summary_csv(
     header = ["regularizer", *keys, "n_seeds", "seeds", "steps_min", "steps_max"]
     for col in columns:
         header += [f"{col.name}_{s}" for s in ("mean", "std", "min", "max")]
+        header += [f"{col.name}_median"] if col.median else []
         header += [f"{col.name}_best"] if col.better else []
     rows = []
     for g in groups:
@@ -318,6 +319,7 @@ def summary_csv(
         for col in columns:
             stat = g.stats[col.name]
             values = [None] * 4 if stat is None else [stat.mean, stat.std, stat.min, stat.max]
+            values += [None if stat is None else stat.median] if col.median else []
             row += ["" if v is None else repr(v) for v in values]
             row += [int(col.name in g.best)] if col.better else []
         rows.append(row)
