@@ -124,6 +124,9 @@ def paired_cell(c: Comparison) -> Cell:
     """ "−0.950 [−1.138, −0.762] p=0.0078", emphasised when significant, toned by direction."""
     d = c.column.digits
     main = f"{signed(c.mean, d)} [{signed(c.ci[0], d)}, {signed(c.ci[1], d)}]"
+    if c.column.median:  # its mean is set by the runs at the bound: the medians say more
+        before, after = c.baseline.stats[c.column.name], c.group.stats[c.column.name]
+        main = f"median {fmt(before.median, d)} → {fmt(after.median, d)}"
     mark = "significant" if c.significant else ""
     return Cell(main, f" p={p_text(c.p_holm)}", mark, tone(c.mean, c.column))
 
@@ -160,9 +163,18 @@ def paired_table(
         explanation = (
             f"As above: per seed, the regularizer's value minus {baseline}'s, mean [95 % "
             "bootstrap interval], Holm-corrected exact Wilcoxon p; green better, red worse, "
-            "**bold** significant. conf − acc and T have no better direction (conf − acc: "
-            "nearer 0 is better; T > 1 softens the predictions)."
+            "**bold** significant."
         )
+        for col in columns:
+            if col.better is None:
+                explanation += f" {col.label}: no better direction"
+                explanation += " (nearer 0 is better)." if "gap" in col.name else "."
+            if col.median:
+                explanation += (
+                    f" {col.label}: {baseline}'s median → the regularizer's, with the paired p "
+                    "(the mean difference, set by the runs at the bound, is in "
+                    "report_paired.csv)."
+                )
     else:
         explanation = (
             f"Per seed, the regularizer's value minus {baseline}'s (same seed: same data, split "

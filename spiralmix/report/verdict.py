@@ -79,6 +79,12 @@ def _finding(c: Comparison, against: str = "") -> str:
     """'lowers the test loss[ against none] by 0.120 [0.050, 0.200] (better, p = 0.004)'."""
     verb = "raises" if c.mean > 0 else "lowers"
     d = c.column.digits
+    if c.column.median:  # its mean is set by the runs at the bound: the medians say more
+        before, after = c.baseline.stats[c.column.name], c.group.stats[c.column.name]
+        return (
+            f"{verb} the {metric_words(c.column.name)}{against} (median "
+            f"{before.median:.{d}f} → {after.median:.{d}f}, p = {p_text(c.p_holm)})"
+        )
     direction = "" if c.column.better is None else (
         "better, " if (c.mean > 0) == (c.column.better == "max") else "worse, ")  # fmt: skip
     return (

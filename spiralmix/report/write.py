@@ -265,7 +265,7 @@ def write_report(
             temperature,
         ),
         (
-            "Against the true posterior",
+            "The true posterior",
             "The generator's posterior p* is known: true cal. error is E|p̂(x) − p*(x)| on the "
             "test points (no bins), on the decision maps' grid in brackets; excess risk: the "
             "expected error above the Bayes classifier's (all lower is better). Bayes acc and "
@@ -280,13 +280,13 @@ def write_report(
         for title, text, cols in sections
         if cols
     ]
-    # The newer metrics' pairs in a table of their own: one table would be too wide to read.
-    newer = {c.name for c in literature + temperature + truth}
+    # The newer metrics' pairs in a table per topic: one table would be too wide to read.
+    topics = {"": accuracy + CALIBRATION_COLUMNS + flatten}
+    topics |= {title.lower(): cols for title, _, cols in sections[3:]}
     paired = [
-        tables.paired_table([c for c in comparisons if c.column.name not in newer], baseline,
-                            axis, facets),
-        tables.paired_table([c for c in comparisons if c.column.name in newer], baseline, axis,
-                            facets, subject="calibration, temperature scaling and the truth"),
+        tables.paired_table([c for c in comparisons if c.column in cols], baseline, axis,
+                            facets, subject)
+        for subject, cols in topics.items()
     ]  # fmt: skip
     ranking = None
     if truth and truth[0].name == "truth_calibration_error":
@@ -306,7 +306,9 @@ def write_report(
             builders["profiles.png"] = lambda: figures.profiles_figure(across)
             builders["critical_difference.png"] = lambda: figures.critical_difference_figure(across)
         if comparisons:
-            builders["paired.png"] = lambda: figures.paired_figure(comparisons, baseline)
+            # T's mean difference is set by the runs at its bound: its medians are in the table.
+            drawn = [c for c in comparisons if not c.column.median]
+            builders["paired.png"] = lambda: figures.paired_figure(drawn, baseline)
         if axis is not None:
             # The compared metrics, flattening as the deepest layer's effective rank only.
             eranks = [c for c in columns if c.paired and c.name.startswith("erank")]
