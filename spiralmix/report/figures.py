@@ -133,11 +133,12 @@ def boundaries_figure(groups: Sequence[Group], problems: Sequence[Problem]) -> F
             ax.set_xlabel("")
             ax.set_ylabel("")
             ax.set_aspect("equal")
-        # A facet (e.g. the data set) on its own line keeps the label within its row.
+        # The other settings (data set, swept value) on their own line keep the label within
+        # its row.
         name = group.regularizer if truth is None else "true posterior"
-        label = f"{group.facet}\n{name}" if group.facet else group.name.replace(
-            group.regularizer, name, 1)  # fmt: skip
-        row_axes[0].set_ylabel(label, fontsize=11 if group.facet else 12, fontweight="bold")
+        where = group.name.removeprefix(group.regularizer).strip(" ()")
+        label = f"{where}\n{name}" if where else name
+        row_axes[0].set_ylabel(label, fontsize=11 if where else 12, fontweight="bold")
     if mappable is not None:
         fig.colorbar(
             mappable,
