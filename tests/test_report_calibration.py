@@ -144,3 +144,21 @@ def test_bayes_map_leads_the_learned_maps_where_saved(tmp_path):
     for run in runs:
         del run.boundary["grid_truth"]
     assert _rows_of(boundaries_figure(groups, problems)) == ["none", "dropout", "mixup"]
+
+
+def test_boundary_file_holds_the_members_own_true_posterior(tmp_path, tiny_config):
+    """grid_truth in boundary.pt: a member's own p* on its own grid, equal to its run alone
+    and no larger (a copy, not a view of every member's); absent without noise."""
+    from spiralmix.train import train
+
+    train(tiny_config("seeds=[7,8]", "data.noise=0.2"), tmp_path / "e")
+    train(tiny_config("seed=8", "data.noise=0.2"), tmp_path / "s")
+    train(tiny_config("seed=8", "data.noise=0.0"), tmp_path / "clean")
+    member = torch.load(tmp_path / "e" / "seed=8" / "boundary.pt", weights_only=True)
+    alone = torch.load(tmp_path / "s" / "boundary.pt", weights_only=True)
+    assert member["grid_truth"].shape == member["grid_p"].shape == (30 * 30,)
+    assert torch.equal(member["grid_truth"], alone["grid_truth"])
+    assert member["grid_truth"].untyped_storage().nbytes() == 30 * 30 * 4
+    assert 0 <= float(member["grid_truth"].min()) < 0.5 < float(member["grid_truth"].max()) <= 1
+    clean = torch.load(tmp_path / "clean" / "boundary.pt", weights_only=True)
+    assert "grid_truth" not in clean
