@@ -66,6 +66,8 @@ def save_boundary(path: Path, evaluation: Evaluation, data: object, e: int) -> N
         "grid_p": evaluation.grid_p[e],
         "test_p": evaluation.test_p[e],
         "spectra": [sv[e] for sv in evaluation.spectra],  # per layer: (K classes, width)
+        # The true posterior on the grid, where the data have one (noise > 0).
+        **({} if evaluation.grid_truth is None else {"grid_truth": evaluation.grid_truth[e]}),
         **{
             f"{split}_{t}": getattr(data, f"{split}_{t}")[e]
             for split in ("train", "val", "test")

@@ -64,8 +64,33 @@ def colors(groups: Sequence[Group]) -> dict[str, str]:
     return {g.name: color_of(g.regularizer) for g in groups}
 
 
+def _figure_rows(groups: Sequence[Group]) -> list[tuple[Group, dict[int, Run] | None]]:
+    """The rows of boundaries.png: (group, None) per group and, leading each facet and axis
+    value's groups where any of its runs saved the true posterior (grid_truth in
+    boundary.pt), (its first group, seed → such a run) for the Bayes map."""
+    rows: list[tuple[Group, dict[int, Run] | None]] = []
+    seen: set[tuple] = set()
+    for group in groups:
+        cell = (group.facet, group.x)
+        if cell not in seen:
+            seen.add(cell)
+            truth = {
+                run.seed: run
+                for g in groups
+                if (g.facet, g.x) == cell
+                for run in g.runs
+                if run.boundary is not None and "grid_truth" in run.boundary
+            }
+            if truth:
+                rows.append((group, truth))
+        rows.append((group, None))
+    return rows
+
+
 def boundaries_figure(groups: Sequence[Group], problems: Sequence[Problem]) -> Figure:
-    """Final decision boundaries with training points: rows = regularizers, columns = seeds."""
+    """Final decision boundaries with training points: rows = regularizers, columns = seeds;
+    where the runs saved the generator's true posterior, a row of it (the Bayes map, in the
+    same colours) above each data set's or swept value's regularizers."""
     status = {(p.group, p.seed): p.status for p in problems}
     names = {g.name for g in groups}
     # Seeds that failed or are unfinished get a column too: the gap is visible, not hidden.
@@ -73,18 +98,25 @@ def boundaries_figure(groups: Sequence[Group], problems: Sequence[Problem]) -> F
         {run.seed for g in groups for run in g.runs}
         | {int(p.seed) for p in problems if p.group in names and p.seed.isdigit()}
     )
+    rows = _figure_rows(groups)
     size = 1.9
     width = max(size * len(seeds) + 1.4, 4.6)  # room for the title with a single seed
-    fig = Figure(figsize=(width, size * len(groups) + 0.5), layout="constrained")
-    axes = fig.subplots(len(groups), len(seeds), squeeze=False)
+    fig = Figure(figsize=(width, size * len(rows) + 0.5), layout="constrained")
+    axes = fig.subplots(len(rows), len(seeds), squeeze=False)
     mappable = None
-    for row, group in zip(axes, groups):
-        runs = {run.seed: run for run in group.runs}
-        for ax, seed in zip(row, seeds):
-            run = runs.get(seed)
-            b = run.boundary if run is not None else None
-            if b is None:
-                text = status.get((group.name, str(seed)), "no run")
+    for row_axes, (group, truth) in zip(axes, rows):
+        for ax, seed in zip(row_axes, seeds):
+            if truth is not None:  # the Bayes map of this seed's data
+                run = truth.get(seed)
+                b = None if run is None else run.boundary
+                p, key = (None if b is None else b["grid_truth"]), "truth/bayes_acc"
+                name = "Bayes acc"
+            else:
+                run = {r.seed: r for r in group.runs}.get(seed)
+                b = run.boundary if run is not None else None
+                p, key, name = (None if b is None else b["grid_p"]), "test/acc", "acc"
+            if p is None:
+                text = status.get((group.name, str(seed)), "no run") if truth is None else "–"
                 text = "no boundary.pt" if run is not None else text
                 ax.text(0.5, 0.5, text, ha="center", va="center", color="grey", fontsize=10)
                 ax.set_xlim(0, 1)
@@ -92,24 +124,28 @@ def boundaries_figure(groups: Sequence[Group], problems: Sequence[Problem]) -> F
                 ax.set_frame_on(False)
                 ax.set_title(f"seed {seed}", fontsize=10)
             else:
-                mappable = draw_boundary(ax, b["grid"], b["grid_p"], b["train_X"], b["train_y"])
-                acc = run.value("final", "test/acc")
-                ax.set_title(f"seed {seed} · acc {fmt(acc, 3)}", fontsize=10)
+                found = draw_boundary(ax, b["grid"], p, b["train_X"], b["train_y"])
+                mappable = mappable or found
+                ax.set_title(f"seed {seed} · {name} {fmt(run.value('final', key), 3)}",
+                             fontsize=10)  # fmt: skip
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlabel("")
             ax.set_ylabel("")
             ax.set_aspect("equal")
-        # A facet (e.g. the data set) on its own line keeps the label within its row.
-        label = f"{group.facet}\n{group.regularizer}" if group.facet else group.name
-        row[0].set_ylabel(label, fontsize=11 if group.facet else 12, fontweight="bold")
+        # The other settings (data set, swept value) on their own line keep the label within
+        # its row.
+        name = group.regularizer if truth is None else "true posterior"
+        where = group.name.removeprefix(group.regularizer).strip(" ()")
+        label = f"{where}\n{name}" if where else name
+        row_axes[0].set_ylabel(label, fontsize=11 if where else 12, fontweight="bold")
     if mappable is not None:
         fig.colorbar(
             mappable,
             ax=axes,
             label="p(class 1)   (white = 0.5: uncertain)",
             ticks=[0, 0.25, 0.5, 0.75, 1],
-            shrink=min(1.0, 3.5 / (size * len(groups))),
+            shrink=min(1.0, 3.5 / (size * len(rows))),
         )
     fig.suptitle("Final decision boundaries with the training points", fontsize=12)
     return fig

@@ -34,6 +34,7 @@ class Column:
     better: str | None  # "max", "min", or None for descriptive metrics
     digits: int = 3
     paired: bool = False  # compared per seed against the baseline
+    median: bool = False  # shown beside the mean: a value that can sit at a bound (T)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Stat:
     std: float | None
     min: float
     max: float
+    median: float = math.nan
 
 
 def describe(values: Sequence[float]) -> Stat | None:
@@ -52,7 +54,8 @@ def describe(values: Sequence[float]) -> Stat | None:
     if not values:
         return None
     std = statistics.stdev(values) if len(values) > 1 else None
-    return Stat(len(values), statistics.fmean(values), std, min(values), max(values))
+    return Stat(len(values), statistics.fmean(values), std, min(values), max(values),
+                statistics.median(values))  # fmt: skip
 
 
 ACCURACY_COLUMNS = [
@@ -77,6 +80,49 @@ CALIBRATION_COLUMNS = [
     ),  # fmt: skip
     Column("ood_confidence", "OOD conf", "final", "ood/confidence", None),
 ]
+
+
+# Calibration binned as the literature bins it, selective prediction and the far ring.
+LITERATURE_COLUMNS = [
+    Column("calibration_ece", "ECE [0, 1]", "final", "calibration/ece", "min", paired=True),
+    Column("calibration_ece_adaptive", "adaptive ECE", "final", "calibration/ece_adaptive",
+           "min", paired=True),
+    Column("calibration_mce", "MCE", "final", "calibration/mce", "min", paired=True),
+    Column("calibration_classwise_ece", "class-wise ECE", "final", "calibration/classwise_ece",
+           "min"),
+    # Signed: nearer 0 is better, so neither direction of a difference is.
+    Column("calibration_confidence_gap", "conf − acc", "final", "calibration/confidence_gap",
+           None, paired=True),
+    Column("selective_aurc", "AURC", "final", "selective/aurc", "min", paired=True),
+    Column("ood_auroc_confidence", "far-ring AUROC", "final", "ood/auroc_confidence", "max",
+           paired=True),
+    Column("ood_fpr95_confidence", "far-ring FPR@95", "final", "ood/fpr95_confidence", "min"),
+]  # fmt: skip
+# Only in runs with evaluation.temperature_scaling=true.
+TEMPERATURE_COLUMNS = [
+    # T hits its search bound where a member is best predicting chance: the median says more.
+    Column("temperature_T", "T", "final", "temperature/T", None, 2, paired=True, median=True),
+    Column("temperature_ece", "ECE after T", "final", "temperature/ece", "min", paired=True),
+    Column("temperature_nll", "NLL after T", "final", "temperature/nll", "min", paired=True),
+    Column("temperature_truth_calibration_error", "true cal. error after T", "final",
+           "temperature/truth_calibration_error", "min", paired=True),
+]  # fmt: skip
+# Only where the generator's posterior is not degenerate (no truth/ keys at noise 0).
+TRUTH_COLUMNS = [
+    Column("truth_calibration_error", "true cal. error", "final", "truth/calibration_error",
+           "min", paired=True),
+    Column("truth_calibration_error_grid", "true cal. error (grid)", "final",
+           "truth/calibration_error_grid", "min", paired=True),
+    Column("truth_excess_risk", "excess risk", "final", "truth/excess_risk", "min", paired=True),
+    # The data's, the same for every regularizer: a reference, never compared.
+    Column("truth_bayes_acc", "Bayes acc", "final", "truth/bayes_acc", None),
+    Column("truth_bayes_nll", "Bayes NLL", "final", "truth/bayes_nll", None),
+]  # fmt: skip
+
+
+def present(columns: Sequence[Column], runs: Sequence[Run]) -> list[Column]:
+    """The columns that at least one run has a value of (older runs lack newer metrics)."""
+    return [c for c in columns if any(run.value(c.section, c.key) is not None for run in runs)]
 
 
 def flatten_columns(runs: Sequence[Run]) -> list[Column]:
@@ -113,7 +159,7 @@ def flatten_columns(runs: Sequence[Run]) -> list[Column]:
                 paired=k > 0,
             )  # fmt: skip
         )
-    return [c for c in columns if any(run.value(c.section, c.key) is not None for run in runs)]
+    return present(columns, runs)
 
 
 @dataclass

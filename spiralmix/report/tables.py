@@ -72,11 +72,14 @@ def tone(difference: float, column: Column) -> str:
 
 
 def stat_cell(stat: Stat | None, col: Column, best: bool) -> Cell:
-    """ "0.829 ± 0.025 (0.802–0.852)", the mean ± std part emphasised when best."""
+    """ "0.829 ± 0.025 (0.802–0.852)", the mean ± std part emphasised when best; columns
+    with a median: "2.93 ± 1.10 (1.80–5.02), median 2.61"."""
     if stat is None:
         return Cell(MISSING)
     main = f"{fmt(stat.mean, col.digits)} ± {fmt(stat.std, col.digits)}"
     rest = f" ({fmt(stat.min, col.digits)}–{fmt(stat.max, col.digits)})" if stat.n > 1 else ""
+    if col.median:
+        rest += f", median {fmt(stat.median, col.digits)}"
     return Cell(main, rest, "best" if best else "")
 
 
@@ -117,11 +120,24 @@ def summary_table(
     return Table(title, explanation, header, rows)
 
 
+def paired_cell(c: Comparison) -> Cell:
+    """ "−0.950 [−1.138, −0.762] p=0.0078", emphasised when significant, toned by direction."""
+    d = c.column.digits
+    main = f"{signed(c.mean, d)} [{signed(c.ci[0], d)}, {signed(c.ci[1], d)}]"
+    if c.column.median:  # its mean is set by the runs at the bound: the medians say more
+        before, after = c.baseline.stats[c.column.name], c.group.stats[c.column.name]
+        main = f"median {fmt(before.median, d)} → {fmt(after.median, d)}"
+    mark = "significant" if c.significant else ""
+    return Cell(main, f" p={p_text(c.p_holm)}", mark, tone(c.mean, c.column))
+
+
 def paired_table(
-    comparisons: Sequence[Comparison], baseline: str, axis: str | None, facets: Sequence[str]
-) -> Table | None:
+    comparisons: Sequence[Comparison], baseline: str, axis: str | None, facets: Sequence[str],
+    subject: str = "",
+) -> Table | None:  # fmt: skip
     """Rows = regularizers (per facet and axis value), columns = metrics: mean paired
-    difference [95 % CI], Holm-adjusted p; emphasised when significant."""
+    difference [95 % CI], Holm-adjusted p; emphasised when significant. subject: what a
+    further table of the same kind holds (its title; its explanation refers to the first)."""
     if not comparisons:
         return None
     columns = list(dict.fromkeys(c.column for c in comparisons))
@@ -136,28 +152,40 @@ def paired_table(
         row = [*_key_cells(groups[name], axis, facets), Cell(str(n))]
         for col in columns:
             c = cells.get(col.name)
-            if c is None:
-                row.append(Cell(MISSING))
-                continue
-            main = f"{signed(c.mean, col.digits)} [{signed(c.ci[0], col.digits)}, "
-            main += f"{signed(c.ci[1], col.digits)}]"
-            mark = "significant" if c.significant else ""
-            row.append(Cell(main, f" p={p_text(c.p_holm)}", mark, tone(c.mean, col)))
+            row.append(Cell(MISSING) if c is None else paired_cell(c))
         rows.append(row)
     header = [*key_header(axis, facets), "pairs", *[c.label for c in columns]]
     families: dict[tuple, set[str]] = {}
     for c in comparisons:
         families.setdefault((c.column.name, c.group.facet, c.group.x), set()).add(c.group.name)
     m = max(len(names) for names in families.values())
-    explanation = (
-        f"Per seed, the regularizer's value minus {baseline}'s (same seed: same data, split "
-        "and initial weights): the mean difference, its 95 % bootstrap interval "
-        "(10,000 resamples, seeded) and the two-sided exact Wilcoxon signed-rank p-value, "
-        "Holm-corrected over the regularizers compared on that metric. Colour (report.html): "
-        f"green better than {baseline}, red worse; **bold**: significant, p < 0.05 after "
-        f"correction. With {m} comparison{'s' if m > 1 else ''} per metric, fewer than "
-        f"{min_pairs_for(comparisons=m)} pairs can make no difference significant."
-    )
+    if subject:
+        explanation = (
+            f"As above: per seed, the regularizer's value minus {baseline}'s, mean [95 % "
+            "bootstrap interval], Holm-corrected exact Wilcoxon p; green better, red worse, "
+            "**bold** significant."
+        )
+        for col in columns:
+            if col.better is None:
+                explanation += f" {col.label}: no better direction"
+                explanation += " (nearer 0 is better)." if "gap" in col.name else "."
+            if col.median:
+                explanation += (
+                    f" {col.label}: {baseline}'s median → the regularizer's, with the paired p "
+                    "(the mean difference, set by the runs at the bound, is in "
+                    "report_paired.csv)."
+                )
+    else:
+        explanation = (
+            f"Per seed, the regularizer's value minus {baseline}'s (same seed: same data, split "
+            "and initial weights): the mean difference, its 95 % bootstrap interval "
+            "(10,000 resamples, seeded) and the two-sided exact Wilcoxon signed-rank p-value, "
+            "Holm-corrected over the regularizers compared on that metric. Colour "
+            f"(report.html): green better than {baseline}, red worse; **bold**: significant, "
+            f"p < 0.05 after correction. With {m} comparison{'s' if m > 1 else ''} per "
+            f"metric, fewer than {min_pairs_for(comparisons=m)} pairs can make no difference "
+            "significant."
+        )
     split = [c for c in comparisons if not c.significant and (c.ci[0] > 0 or c.ci[1] < 0)]
     if split:
         c = split[0]
@@ -176,7 +204,63 @@ def paired_table(
             )
             + " Trust the p-value."
         )
-    return Table(f"Paired differences against {baseline}", explanation, header, rows)
+    title = f"Paired differences against {baseline}" + (f": {subject}" if subject else "")
+    return Table(title, explanation, header, rows)
+
+
+def truth_ranking_table(
+    groups: Sequence[Group], comparisons: Sequence[Comparison], truth: Column, ece: Column | None,
+    after: Column | None, baseline: str, axis: str | None, facets: Sequence[str],
+) -> Table | None:  # fmt: skip
+    """The regularizers of each facet and axis value ordered by their mean distance to the
+    true posterior (column truth), nearest first, with the paired difference against the
+    baseline, the distance after temperature scaling and the rank the binned ECE gives;
+    None when no run has the truth."""
+    found = {(c.group.name, c.column.name): c for c in comparisons}
+    cells: dict[tuple, list[Group]] = {}
+    for g in groups:
+        if g.stats.get(truth.name) is not None:
+            cells.setdefault((g.facet, g.x), []).append(g)
+    if not cells:
+        return None
+    rows = []
+    for members in cells.values():
+        members = sorted(members, key=lambda g: g.stats[truth.name].mean)
+        ranked = [g for g in members if ece is not None and g.stats.get(ece.name)]
+        by_ece = sorted(ranked, key=lambda g: g.stats[ece.name].mean)
+        for rank, g in enumerate(members, 1):
+            c = found.get((g.name, truth.name))
+            if c is None:
+                versus = Cell("(baseline)" if g.regularizer == baseline else MISSING)
+            else:
+                versus = paired_cell(c)
+            stat = g.stats[truth.name]
+            row = [*_key_cells(g, axis, facets), Cell(str(rank)),
+                   Cell(f"{fmt(stat.mean, truth.digits)} ± {fmt(stat.std, truth.digits)}"),
+                   versus]  # fmt: skip
+            if after is not None:
+                scaled = g.stats.get(after.name)
+                row.append(Cell(MISSING if scaled is None else fmt(scaled.mean, after.digits)))
+            if ece is not None:
+                row.append(Cell(str(by_ece.index(g) + 1) if g in by_ece else MISSING))
+            rows.append(row)
+    header = [*key_header(axis, facets), "rank", "true cal. error", f"against {baseline}"]
+    header += ["after T"] if after is not None else []
+    header += ["rank by ECE [0, 1]"] if ece is not None else []
+    where = f" at each {axis}" if axis else ""
+    explanation = (
+        f"The regularizers{where} ordered by their distance to the true posterior p* of the "
+        "generator, E|p̂(x) − p*(x)| on the test points (no bins; mean ± std over seeds), "
+        f"nearest first; against {baseline}: the paired difference as in the paired tables."
+        + (" after T: the same distance after temperature scaling." if after else "")
+        + (
+            " rank by ECE [0, 1]: the rank the binned calibration error gives (1 = lowest): "
+            "where it differs from the first, the bins and the truth disagree."
+            if ece
+            else ""
+        )
+    )
+    return Table("Distance to the truth", explanation, header, rows)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -236,6 +320,7 @@ def summary_csv(
     header = ["regularizer", *keys, "n_seeds", "seeds", "steps_min", "steps_max"]
     for col in columns:
         header += [f"{col.name}_{s}" for s in ("mean", "std", "min", "max")]
+        header += [f"{col.name}_median"] if col.median else []
         header += [f"{col.name}_best"] if col.better else []
     rows = []
     for g in groups:
@@ -246,6 +331,7 @@ def summary_csv(
         for col in columns:
             stat = g.stats[col.name]
             values = [None] * 4 if stat is None else [stat.mean, stat.std, stat.min, stat.max]
+            values += [None if stat is None else stat.median] if col.median else []
             row += ["" if v is None else repr(v) for v in values]
             row += [int(col.name in g.best)] if col.better else []
         rows.append(row)

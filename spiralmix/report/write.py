@@ -28,12 +28,16 @@ from spiralmix.report.runs import (
 from spiralmix.report.stats import (
     ACCURACY_COLUMNS,
     CALIBRATION_COLUMNS,
+    LITERATURE_COLUMNS,
+    TEMPERATURE_COLUMNS,
+    TRUTH_COLUMNS,
     VAL_COLUMNS,
     Column,
     Comparison,
     Group,
     flatten_columns,
     paired_comparisons,
+    present,
     summarize,
 )
 from spiralmix.report.verdict import verdict
@@ -188,9 +192,9 @@ def write_report(
     if not runs and not problems:
         raise ReportError(f"no runs in {sweep_dir} (no metrics.json, no .hydra job directory)")
     if strict and runs and baseline not in {run.regularizer for run in runs}:
-        present = ", ".join(sorted({run.regularizer for run in runs}))
+        names = ", ".join(sorted({run.regularizer for run in runs}))
         raise ReportError(
-            f"--baseline={baseline} is invalid: no completed run of it (present: {present})"
+            f"--baseline={baseline} is invalid: no completed run of it (present: {names})"
         )
 
     axis, facets = split_settings(runs)
@@ -199,7 +203,11 @@ def write_report(
     hidden = [c for c in flatten if not c.name.endswith("layer0")]  # the input: same for all
     has_val = any(run.value("final", "val/acc") is not None for run in runs)
     accuracy = ACCURACY_COLUMNS + (VAL_COLUMNS if has_val else [])
-    columns = accuracy + CALIBRATION_COLUMNS + flatten
+    # Newer metrics, each where some run has it: older sweeps' reports stay as they were.
+    literature = present(LITERATURE_COLUMNS, runs)
+    temperature = present(TEMPERATURE_COLUMNS, runs)
+    truth = present(TRUTH_COLUMNS, runs)
+    columns = accuracy + CALIBRATION_COLUMNS + flatten + literature + temperature + truth
     groups = summarize(runs, columns, axis, facets)
     comparisons = paired_comparisons(groups, columns, baseline)
     steps = tables.steps_text(runs)[0]
@@ -237,15 +245,58 @@ def write_report(
             "(layer 0) is the same for every regularizer and is only in report.csv.",
             hidden,
         ),
+        (
+            "Calibration as the literature computes it",
+            f"On the test set. ECE [0, 1]: top-label confidence in {n_bins} equal-width bins "
+            "over [0, 1], as torchmetrics and Guo et al. 2017 bin it (ECE above bins over "
+            "[1/K, 1]); adaptive ECE: equal-mass bins; MCE: the largest gap of a bin; "
+            "class-wise ECE: per class, averaged; conf − acc: mean confidence minus accuracy "
+            "(> 0 overconfident, nearer 0 is better). AURC: area under the risk–coverage "
+            "curve (lower is better). far-ring AUROC, FPR@95: telling the test points from "
+            "the far ring's by top-label confidence (AUROC: higher is better, 0.5 = chance).",
+            literature,
+        ),
+        (
+            "Temperature scaling",
+            "T fitted per run on its validation points (never the test points) by minimising "
+            "their NLL; the test metrics of the logits divided by T (lower is better). T > 1 "
+            "softens; a run best predicting chance drives T to the bound of its search, so "
+            "read the median of T rather than its mean.",
+            temperature,
+        ),
+        (
+            "The true posterior",
+            "The generator's posterior p* is known: true cal. error is E|p̂(x) − p*(x)| on the "
+            "test points (no bins), on the decision maps' grid in brackets; excess risk: the "
+            "expected error above the Bayes classifier's (all lower is better). Bayes acc and "
+            "NLL: the Bayes classifier's on the test labels, the data's ceiling and floor, the "
+            "same for every regularizer (a reference, not compared). Absent at noise 0 (the "
+            "posterior is degenerate).",
+            truth,
+        ),
     ]
     summary_tables = [
         tables.summary_table(title, text, groups, cols, axis, facets)
         for title, text, cols in sections
         if cols
     ]
-    paired = tables.paired_table(comparisons, baseline, axis, facets)
+    # The newer metrics' pairs in a table per topic: one table would be too wide to read.
+    topics = {"": accuracy + CALIBRATION_COLUMNS + flatten}
+    topics |= {title.lower(): cols for title, _, cols in sections[3:]}
+    paired = [
+        tables.paired_table([c for c in comparisons if c.column in cols], baseline, axis,
+                            facets, subject)
+        for subject, cols in topics.items()
+    ]  # fmt: skip
+    ranking = None
+    if truth and truth[0].name == "truth_calibration_error":
+        ranking = tables.truth_ranking_table(
+            groups, comparisons, truth[0], next(iter(literature), None),
+            next((c for c in temperature if c.name.endswith("truth_calibration_error")), None),
+            baseline, axis, facets,
+        )  # fmt: skip
     across_shown = [tables.across_table(m, baseline) for m in across]
-    shown = across_shown + ([paired] if paired else []) + summary_tables
+    shown = across_shown + [t for t in (ranking, *paired) if t] + summary_tables
     per_seed = tables.per_seed_table(groups, [c for _, _, cols in sections for c in cols])
 
     # Built one at a time, so that only one figure is in memory.
@@ -255,7 +306,9 @@ def write_report(
             builders["profiles.png"] = lambda: figures.profiles_figure(across)
             builders["critical_difference.png"] = lambda: figures.critical_difference_figure(across)
         if comparisons:
-            builders["paired.png"] = lambda: figures.paired_figure(comparisons, baseline)
+            # T's mean difference is set by the runs at its bound: its medians are in the table.
+            drawn = [c for c in comparisons if not c.column.median]
+            builders["paired.png"] = lambda: figures.paired_figure(drawn, baseline)
         if axis is not None:
             # The compared metrics, flattening as the deepest layer's effective rank only.
             eranks = [c for c in columns if c.paired and c.name.startswith("erank")]
