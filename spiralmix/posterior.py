@@ -156,7 +156,9 @@ def true_posterior(data: Mapping, X: torch.Tensor) -> torch.Tensor | None:
     ``data`` holds the generator's keys, as for :func:`spiralmix.datasets.generate`.
     Returns p of class 1 (...) for two classes and (..., K) for K > 2, like
     :func:`spiralmix.metrics.probabilities`; None where the posterior is degenerate
-    (noise 0 on a curve or board) or the generator has no known posterior.
+    (noise 0 on a curve or board, or noise so small that the density of some point
+    underflows to 0 for every class in double precision) or the generator has no known
+    posterior.
     """
     posterior = POSTERIORS.get(datasets.resolve(data["_target_"]))
     if posterior is None:
@@ -167,7 +169,7 @@ def true_posterior(data: Mapping, X: torch.Tensor) -> torch.Tensor | None:
         if name != "X" and name in data and data[name] is not None
     }
     log_joint = posterior(X.reshape(-1, 2).double(), **kwargs)
-    if log_joint is None:
+    if log_joint is None or not torch.isfinite(log_joint.amax(-1)).all():
         return None
     p = torch.softmax(log_joint, -1)
     p = p[:, 1] if p.shape[-1] == 2 else p

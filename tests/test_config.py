@@ -274,7 +274,7 @@ def test_the_datasets_preset_trains_every_data_set_and_regularizer(make_cfg):
     cfg = make_cfg("experiment=datasets")
     validate(cfg)
     assert sorted(cfg.regularizers) == sorted(REGULARIZERS)
-    assert len(cfg.seeds) == 5
+    assert len(cfg.seeds) == 10
 
 
 @pytest.mark.parametrize(("n_samples", "n_train"), [(920, 20), (1000, 100), (1700, 800)])

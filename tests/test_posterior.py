@@ -125,8 +125,11 @@ def test_blobs_posterior_in_closed_form_and_far_from_the_data():
 
 
 @pytest.mark.parametrize("name", ["spirals", "moons", "circles", "checkerboard"])
-def test_noise_free_curves_and_boards_have_no_posterior(name):
-    assert true_posterior({**CASES[name], "noise": 0.0}, torch.zeros(3, 2)) is None
+@pytest.mark.parametrize("noise", [0.0, 2e-207], ids=["zero", "below_double_precision"])
+def test_noise_free_curves_and_boards_have_no_posterior(name, noise):
+    # 2e-207: the squared noise underflows to 0 in double precision, so every density does.
+    X = torch.tensor([[0.3, -0.2], [1.0, 1.0], [5.0, 5.0]])
+    assert true_posterior({**CASES[name], "noise": noise}, X) is None
 
 
 def test_noise_free_blobs_still_have_one_and_points_keep_their_member_axis():

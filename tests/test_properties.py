@@ -136,6 +136,7 @@ ANY_VALUE_OK = {
     "regularizer_name": "a title set by the regularizer preset",
     "data.name": "a title: the data set's name in reports and folders",
     "trainer.progress_bar": "a bool or null (null: decided by the terminal)",
+    "evaluation.temperature_scaling": "a bool (true needs validation points: data.val_fraction)",
     "evaluation.diagnostic_figures": "a bool",
 }
 
