@@ -42,7 +42,9 @@ class EvaluationScalars:
 class BoundaryImages:
     """After each evaluation, log each member's figures to its own run.
 
-    Tags: ``boundary/test_data`` (at step 0), ``boundary/probability``,
+    Tags: ``boundary/test_data`` and, where the data have noise, ``boundary/true_posterior``
+    (the generator's posterior in the learned maps' colours; both at step 0),
+    ``boundary/probability``,
     ``boundary/probability_train`` (the probability of class 1 for two classes; a map with
     a colour per class, fading to white where unsure, for more), and with ``diagnostics``
     also ``calibration/reliability`` and ``flatten/spectrum``; when the last hidden layer
@@ -86,6 +88,13 @@ class BoundaryImages:
                 title = f"test data · {self.labels[e]} · seed {seed}"
                 fig = plots.data_figure(data.test_X[e], data.test_y[e], title, self.n_classes)
                 run.experiment.add_figure("boundary/test_data", fig, 0)
+                if evaluation.grid_truth is not None:  # the generator's p*(y | x): fixed too
+                    truth = plots.probability_map(
+                        evaluation.grid[e], evaluation.grid_truth[e],
+                        f"true posterior · {self.labels[e]} · seed {seed}",
+                        data.train_X[e], data.train_y[e],
+                    )  # fmt: skip
+                    run.events.write_images(0, {"boundary/true_posterior": truth})
         if not self._panels:
             # Every member's reliability diagram has the same axes: one figure draws them all.
             reliability = plots.ReliabilityPanel(evaluation.reliability["edges"])

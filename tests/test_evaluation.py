@@ -203,3 +203,20 @@ def test_the_new_metrics_reach_metrics_json(tmp_path):
                  "calibration/ece", "truth/calibration_error_grid"):  # fmt: skip
         assert isinstance(final[name], float), name
     assert 0.5 < final["truth/bayes_acc"] < 1 and final["temperature/T"] > 0
+
+
+def test_noisy_data_show_the_true_posterior_once_beside_the_learned_maps(tmp_path, tiny_config):
+    """boundary/true_posterior: drawn at step 0 where the generator's posterior exists (noise
+    > 0), in the learned maps' colours and size; not at all for noise-free spirals."""
+    for noise in (0.2, 0.0):
+        run_dir = tmp_path / f"noise={noise}"
+        train(tiny_config(f"data.noise={noise}", "trainer.max_steps=100"), run_dir)
+        events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+        events.Reload()
+        tags = events.Tags()["images"]
+        assert ("boundary/true_posterior" in tags) == (noise > 0)
+        if noise > 0:
+            (truth,) = events.Images("boundary/true_posterior")
+            (learned, *_) = events.Images("boundary/probability")
+            assert truth.step == 0
+            assert (truth.width, truth.height) == (learned.width, learned.height)
