@@ -54,6 +54,21 @@ def _from_sklearn(X, y) -> Generated:
     return torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
 
 
+def spiral_arms(n_samples: int, n_cycles: float = 2.0, n_classes: int = 2) -> list[torch.Tensor]:
+    """The noise-free points of each arm of :func:`spirals`, (n_samples // K, 2) float64 each
+    (also the nodes of its true posterior, :func:`spiralmix.posterior.spirals`)."""
+    m = n_samples // n_classes
+    theta = torch.linspace(0.0, 2 * math.pi * n_cycles, m, dtype=torch.float64)
+    r = torch.linspace(0.2, 2.0, m, dtype=torch.float64)
+    # The reference turns class 1 by exactly π; keep that constant for K = 2.
+    turns = (
+        [0.0, math.pi]
+        if n_classes == 2
+        else [2 * math.pi * c / n_classes for c in range(n_classes)]
+    )
+    return [torch.stack([r * torch.cos(theta + t), r * torch.sin(theta + t)], dim=1) for t in turns]
+
+
 def spirals(
     n_samples: int = 1000,
     noise: float = 0.0,
@@ -69,16 +84,7 @@ def spirals(
     """
     _check(n_samples, noise, n_classes)
     m = n_samples // n_classes
-    theta = torch.linspace(0.0, 2 * math.pi * n_cycles, m, dtype=torch.float64)
-    r = torch.linspace(0.2, 2.0, m, dtype=torch.float64)
-    # The reference turns class 1 by exactly π; keep that constant for K = 2.
-    turns = (
-        [0.0, math.pi]
-        if n_classes == 2
-        else [2 * math.pi * c / n_classes for c in range(n_classes)]
-    )
-    arms = [torch.stack([r * torch.cos(theta + t), r * torch.sin(theta + t)], dim=1) for t in turns]
-    X = torch.cat(arms).float()
+    X = torch.cat(spiral_arms(n_samples, n_cycles, n_classes)).float()
     y = torch.cat([torch.full((m,), float(c)) for c in range(n_classes)])
     return _shuffle_and_noise(X, y, noise, generator)
 

@@ -91,13 +91,13 @@ def _check_same_run(members: list[DictConfig], saved: list[dict] | None, run_dir
         return  # a checkpoint from before configs were saved in it
     for member, old in zip(members, saved):
         now, before = _settings(member), flatten(old)
-        for key in _differences_first(set(now) & set(before)):  # a key added since may be new to it
-            if key not in FREE_ON_RESUME and now[key] != before[key]:
-                raise ConfigError(
-                    key, now[key],
-                    f"{run_dir} holds a run with {key}={before[key]!r}; continue it with "
-                    "the same settings or choose another folder",
-                )  # fmt: skip
+        key = _first_difference(now, before)
+        if key is not None:
+            raise ConfigError(
+                key, now[key],
+                f"{run_dir} holds a run with {key}={before[key]!r}; continue it with "
+                "the same settings or choose another folder",
+            )  # fmt: skip
     if len(saved) != len(members):
         raise ConfigError("seeds", [m.seed for m in members],
                           f"{run_dir} holds a run of {len(saved)} members")  # fmt: skip
@@ -166,9 +166,12 @@ def resolve_resume(
     return saved, saved_overrides, checkpoint, notes
 
 
-def _differences_first(keys: set[str]) -> list[str]:
-    """Keys in the order a refusal names them: the preset's name first, then alphabetical."""
-    return sorted(keys, key=lambda key: (key != "regularizer_name", key))
+def _first_difference(now: dict, before: dict) -> str | None:
+    """The first setting in which ``now`` changes a run saved as ``before``, in the order a
+    refusal names them (the preset's name first, then alphabetical); keys free on resume,
+    and keys one side lacks (added since), do not count."""
+    shared = sorted(set(now) & set(before), key=lambda key: (key != "regularizer_name", key))
+    return next((k for k in shared if k not in FREE_ON_RESUME and now[k] != before[k]), None)
 
 
 def _override_key(override: str) -> str:
@@ -184,13 +187,13 @@ def _check_resume_overrides(
     if extra:
         asked = compose("config", overrides=[*saved_overrides, *extra])
         now, before = _settings(asked), _settings(saved)
-        for key in _differences_first(set(now) & set(before)):
-            if key not in FREE_ON_RESUME and now[key] != before[key]:
-                raise ConfigError(
-                    key, now[key],
-                    f"{run_dir} holds a run with {key}={before[key]!r}; resume= continues it "
-                    "as it was started (leave the override out, or start a new run)",
-                )  # fmt: skip
+        key = _first_difference(now, before)
+        if key is not None:
+            raise ConfigError(
+                key, now[key],
+                f"{run_dir} holds a run with {key}={before[key]!r}; resume= continues it "
+                "as it was started (leave the override out, or start a new run)",
+            )  # fmt: skip
     for override in overrides:
         key = _override_key(override)
         if key in FREE_ON_RESUME and key != "resume":

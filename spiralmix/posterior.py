@@ -58,15 +58,7 @@ def spirals(
     X: torch.Tensor, n_samples: int, noise: float, n_cycles: float = 2.0, n_classes: int = 2
 ) -> torch.Tensor | None:
     """log p(x, c) (N, K) of :func:`spiralmix.datasets.spirals`, up to a constant."""
-    m = n_samples // n_classes
-    theta = torch.linspace(0.0, 2 * math.pi * n_cycles, m, dtype=torch.float64)
-    r = torch.linspace(0.2, 2.0, m, dtype=torch.float64)
-    turns = (
-        [0.0, math.pi]
-        if n_classes == 2
-        else [2 * math.pi * c / n_classes for c in range(n_classes)]
-    )
-    arms = [torch.stack([r * torch.cos(theta + t), r * torch.sin(theta + t)], 1) for t in turns]
+    arms = datasets.spiral_arms(n_samples, n_cycles, n_classes)
     # The generator rounds the noise-free points to float32 before adding noise.
     return _curve_classes(X, [a.float().double() for a in arms], noise)
 
