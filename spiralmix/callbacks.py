@@ -51,11 +51,17 @@ class BoundaryImages:
     has 2 units (two classes), ``bottleneck/hidden_space`` (input and hidden space).
     Figures are drawn from the :class:`Evaluation` record, so nothing is evaluated twice.
 
+    A member whose ``figures`` entry is False draws none of these: it logs its map with
+    the training points as a bare image, ``boundary/map`` (:func:`plots.map_pixels`, no
+    axes), at its first and last evaluation; every map of every member is kept as an
+    array (:class:`spiralmix.maps.ProbabilityMaps`) for ``spiralmix-render`` to draw.
+
     Args:
         runs, labels, seeds: per member, its run, its title (``moons · mixup``) and seed.
         data: the members' splits, ``{train,test}_X`` (E, N, 2) and ``{train,test}_y`` (E, N),
             read at the first evaluation (a datamodule is set up by then).
         hidden_dims: the widths of the hidden layers (the spectra's axes).
+        figures: per member, whether it draws the figures (default: every member).
     """
 
     def __init__(
@@ -67,62 +73,77 @@ class BoundaryImages:
         hidden_dims: Sequence[int],
         diagnostics: bool = True,
         n_classes: int = 2,
+        figures: Sequence[bool] | None = None,
     ) -> None:
         if not labels or not all(labels):
             raise ValueError("labels must be non-empty strings, one per member (figure titles)")
-        if not len(runs) == len(labels) == len(seeds):
-            raise ValueError(f"{len(runs)} runs, {len(labels)} labels and {len(seeds)} seeds")
+        figures = [True] * len(runs) if figures is None else list(figures)
+        if not len(runs) == len(labels) == len(seeds) == len(figures):
+            raise ValueError(
+                f"{len(runs)} runs, {len(labels)} labels, {len(seeds)} seeds and "
+                f"{len(figures)} figure switches"
+            )
         if n_classes < 2:
             raise ValueError(f"n_classes must be >= 2, got {n_classes}")
         self.runs, self.labels, self.seeds = list(runs), list(labels), list(seeds)
         self.data, self.hidden_dims = data, list(hidden_dims)
         self.diagnostics = diagnostics
         self.n_classes = n_classes
-        self._panels: list[dict] = []  # per member, built at the first evaluation
+        self.figures = figures
+        self._panels: dict[int, dict] = {}  # per member that draws, built at its first evaluation
+        self._reliability: plots.ReliabilityPanel | None = None
 
     @torch.no_grad()
     def on_evaluation(self, evaluation: Evaluation) -> None:
-        step, data = evaluation.step, self.data
-        if step == 0:  # the test data never change: drawn once, at the start
-            for e, (run, seed) in enumerate(zip(self.runs, self.seeds)):
-                title = f"test data · {self.labels[e]} · seed {seed}"
-                fig = plots.data_figure(data.test_X[e], data.test_y[e], title, self.n_classes)
-                run.experiment.add_figure("boundary/test_data", fig, 0)
-                if evaluation.grid_truth is not None:  # the generator's p*(y | x): fixed too
-                    truth = plots.probability_map(
-                        evaluation.grid[e], evaluation.grid_truth[e],
-                        f"true posterior · {self.labels[e]} · seed {seed}",
-                        data.train_X[e], data.train_y[e],
-                    )  # fmt: skip
-                    run.events.write_images(0, {"boundary/true_posterior": truth})
-        if not self._panels:
-            # Every member's reliability diagram has the same axes: one figure draws them all.
-            reliability = plots.ReliabilityPanel(evaluation.reliability["edges"])
-            self._panels = [
-                self._make_panels(evaluation, e, reliability) for e in range(len(self.labels))
-            ]
-        for e, (run, seed) in enumerate(zip(self.runs, self.seeds)):
-            panels = self._panels[e]
-            title = f"{self.labels[e]} · seed {seed} · step {step:,}"
-            grid_p = evaluation.grid_p[e]
-            images = {
-                "boundary/probability": panels["probability"].render(grid_p, title),
-                "boundary/probability_train": panels["train"].render(grid_p, title),
-            }
-            if self.diagnostics:
-                stats = {k: v if k == "edges" else v[e] for k, v in evaluation.reliability.items()}
-                spectra = [sv[e] for sv in evaluation.spectra]
-                images["calibration/reliability"] = panels["reliability"].render(stats, title)
-                images["flatten/spectrum"] = panels["spectrum"].render(spectra, title)
-            if "bottleneck" in panels:
-                images["bottleneck/hidden_space"] = panels["bottleneck"].render(
-                    grid_p,
-                    evaluation.hidden_grid[e],
-                    evaluation.hidden_grid_p[e],
-                    evaluation.hidden_codes[e],
-                    title,
+        for e, run in enumerate(self.runs):
+            if self.figures[e]:
+                run.events.write_images(evaluation.step, self._figures(evaluation, e))
+            elif evaluation.step == 0 or evaluation.last:
+                data = self.data
+                image = plots.map_pixels(
+                    evaluation.grid[e], evaluation.grid_p[e], data.train_X[e], data.train_y[e]
                 )
-            run.events.write_images(step, images)
+                run.events.write_images(evaluation.step, {"boundary/map": image})
+
+    def _figures(self, evaluation: Evaluation, e: int) -> dict:
+        """Member e's figures at this evaluation (and at step 0 its test data's and the true
+        posterior's), as images by tag."""
+        step, data, run, seed = evaluation.step, self.data, self.runs[e], self.seeds[e]
+        images = {}
+        if step == 0:  # the test data never change: drawn once, at the start
+            title = f"test data · {self.labels[e]} · seed {seed}"
+            fig = plots.data_figure(data.test_X[e], data.test_y[e], title, self.n_classes)
+            run.experiment.add_figure("boundary/test_data", fig, 0)
+            if evaluation.grid_truth is not None:  # the generator's p*(y | x): fixed too
+                images["boundary/true_posterior"] = plots.probability_map(
+                    evaluation.grid[e], evaluation.grid_truth[e],
+                    f"true posterior · {self.labels[e]} · seed {seed}",
+                    data.train_X[e], data.train_y[e],
+                )  # fmt: skip
+        if e not in self._panels:
+            if self._reliability is None:
+                # Every member's reliability diagram has the same axes: one figure draws all.
+                self._reliability = plots.ReliabilityPanel(evaluation.reliability["edges"])
+            self._panels[e] = self._make_panels(evaluation, e, self._reliability)
+        panels = self._panels[e]
+        title = f"{self.labels[e]} · seed {seed} · step {step:,}"
+        grid_p = evaluation.grid_p[e]
+        images["boundary/probability"] = panels["probability"].render(grid_p, title)
+        images["boundary/probability_train"] = panels["train"].render(grid_p, title)
+        if self.diagnostics:
+            stats = {k: v if k == "edges" else v[e] for k, v in evaluation.reliability.items()}
+            spectra = [sv[e] for sv in evaluation.spectra]
+            images["calibration/reliability"] = panels["reliability"].render(stats, title)
+            images["flatten/spectrum"] = panels["spectrum"].render(spectra, title)
+        if "bottleneck" in panels:
+            images["bottleneck/hidden_space"] = panels["bottleneck"].render(
+                grid_p,
+                evaluation.hidden_grid[e],
+                evaluation.hidden_grid_p[e],
+                evaluation.hidden_codes[e],
+                title,
+            )
+        return images
 
     def _make_panels(
         self, evaluation: Evaluation, e: int, reliability: plots.ReliabilityPanel

@@ -88,6 +88,7 @@ class EvaluationConfig:
     ece_bins: int = MISSING
     flatten_fraction: float = MISSING  # singular values above this share of the top count
     diagnostic_figures: bool = MISSING  # reliability and spectrum figures at each evaluation
+    figure_seeds: int | None = MISSING  # side by side: the first N seeds draw figures; null: all
     temperature_scaling: bool = MISSING  # fit T on the validation split (data.val_fraction > 0)
 
 
@@ -359,6 +360,8 @@ def validate(cfg: DictConfig) -> None:
         ev.grid_resolution >= 2, "evaluation.grid_resolution", ev.grid_resolution, "must be >= 2"
     )
     _require(ev.ece_bins > 0, "evaluation.ece_bins", ev.ece_bins, "must be > 0")
+    _require(ev.figure_seeds is None or ev.figure_seeds >= 0, "evaluation.figure_seeds",
+             ev.figure_seeds, "must be null (every member) or >= 0")  # fmt: skip
     _require(
         0 < ev.flatten_fraction < 1,
         "evaluation.flatten_fraction",

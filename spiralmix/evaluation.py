@@ -53,6 +53,7 @@ class Evaluation:
     hidden_grid_p: torch.Tensor | None = None  # (E, R²) probabilities on that grid
     # Where the generator's posterior is known (spiralmix.posterior): p* on the grid.
     grid_truth: torch.Tensor | None = None  # (E, R²) or (E, R², K), as grid_p
+    last: bool = False  # the last evaluation of this training (its last step, or a stop)
 
 
 class EvaluationConsumer(Protocol):
@@ -266,12 +267,15 @@ class Evaluations(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
         step = trainer.global_step
-        if step % self.every_n_steps == 0 or step >= trainer.max_steps or trainer.should_stop:
-            self.evaluate(step)
+        last = step >= trainer.max_steps or trainer.should_stop
+        if step % self.every_n_steps == 0 or last:
+            self.evaluate(step, last)
 
-    def evaluate(self, step: int) -> Evaluation:
-        """Measure at ``step``, record it in the history and hand it to every consumer."""
+    def evaluate(self, step: int, last: bool = False) -> Evaluation:
+        """Measure at ``step``, record it in the history and hand it to every consumer;
+        ``last``: no evaluation follows in this training."""
         record = self.measure(step)
+        record.last = last
         self.history.append({"step": step, **{k: v.tolist() for k, v in record.metrics.items()}})
         self.latest = record
         for consumer in self.consumers:

@@ -32,7 +32,11 @@ import numpy as np
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from tensorboard.compat.proto.event_pb2 import Event
-from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.compat.proto.summary_pb2 import DataClass, Summary, SummaryMetadata
+from tensorboard.util.tensor_util import make_tensor_proto
+
+# Arrays a run keeps for later (spiralmix.maps): no TensorBoard dashboard shows this plugin.
+ARRAYS_PLUGIN = "spiralmix_arrays"
 
 
 def masked_crc32c(blobs: Sequence[bytes]) -> np.ndarray:
@@ -131,9 +135,21 @@ def encode_image_event(wall_time: float, step: int, tag: str, image: np.ndarray)
     return Event(wall_time=wall_time, step=step, summary=summary).SerializeToString()
 
 
+def encode_array_event(wall_time: float, step: int, tag: str, array: np.ndarray) -> bytes:
+    """A tensor summary of ``array`` (any shape and dtype, kept exactly) under the plugin
+    :data:`ARRAYS_PLUGIN`, serialised; read back with TensorBoard's ``EventAccumulator``
+    (``Tensors(tag)``) and ``tensor_util.make_ndarray``."""
+    metadata = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(plugin_name=ARRAYS_PLUGIN),
+        data_class=DataClass.DATA_CLASS_TENSOR,
+    )
+    value = Summary.Value(tag=tag, metadata=metadata, tensor=make_tensor_proto(array))
+    return Event(wall_time=wall_time, step=step, summary=Summary(value=[value])).SerializeToString()
+
+
 class EventWriter:
     """The events of one run that spiralmix encodes itself, in an event file of its own in
-    the folder ``log_dir``: per-step scalars, evaluations' scalars and figures."""
+    the folder ``log_dir``: per-step scalars, evaluations' scalars, figures and arrays."""
 
     def __init__(self, log_dir: str | Path) -> None:
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
@@ -151,6 +167,11 @@ class EventWriter:
         """One event per image (H, W, 3) uint8, by tag, at ``step``."""
         now = time.time()
         self._write([encode_image_event(now, step, tag, image) for tag, image in images.items()])
+
+    def write_arrays(self, step: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """One tensor event per array, by tag, at ``step`` (see :func:`encode_array_event`)."""
+        now = time.time()
+        self._write([encode_array_event(now, step, tag, a) for tag, a in arrays.items()])
 
     def _write(self, records: Sequence[bytes]) -> None:
         if records:

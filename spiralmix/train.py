@@ -23,6 +23,7 @@ from spiralmix.data import SpiralDataModule
 from spiralmix.evaluation import Evaluations, EvaluationSettings
 from spiralmix.events import EnsembleLogger, RunLogger
 from spiralmix.hparams import LEADING, Hparams
+from spiralmix.maps import ProbabilityMaps
 from spiralmix.module import MixupClassifier
 from spiralmix.plan import RunPlan, plan_run
 from spiralmix.results import RunResults
@@ -56,9 +57,10 @@ def build_module(members: list[DictConfig]) -> MixupClassifier:
 
 def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
     """What an evaluation measures: ``evaluation.*`` (each key a field of
-    :class:`EvaluationSettings`, the figures' switch aside) and the data set's classes and
+    :class:`EvaluationSettings`, the figures' switches aside) and the data set's classes and
     extent."""
-    keys = {k: v for k, v in cfg.evaluation.items() if k != "diagnostic_figures"}
+    figures = ("diagnostic_figures", "figure_seeds")
+    keys = {k: v for k, v in cfg.evaluation.items() if k not in figures}
     return EvaluationSettings(
         **keys,
         n_classes=cfg.data.n_classes,
@@ -205,13 +207,20 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
         cfg.model.hidden_dims,
         cfg.evaluation.diagnostic_figures,
         cfg.data.n_classes,
+        figures=drawing_figures([m.seed for m in members], cfg.evaluation.figure_seeds),
     )
     evaluations = Evaluations(
         module.net,
         datamodule,
         evaluation_settings(cfg),
         cfg.trainer.eval_every_n_steps,
-        consumers=[EvaluationScalars(loggers), figures, hparams, progress],
+        consumers=[
+            EvaluationScalars(loggers),
+            figures,
+            ProbabilityMaps(loggers),
+            hparams,
+            progress,
+        ],
     )
     results = RunResults(members, member_configs, plan.dirs, plan.run_dir)
     failures = WriteFailures(
@@ -266,6 +275,16 @@ def _fit_locked(plan: RunPlan, overrides: Sequence[str]) -> list[dict]:
         )
     except OSError as err:
         return failures.record(err, trainer.global_step)
+
+
+def drawing_figures(seeds: Sequence[int], figure_seeds: int | None) -> list[bool]:
+    """Which members draw their figures at every evaluation: all of a run alone (or with
+    ``figure_seeds`` null), else those whose seed is among the first ``figure_seeds``
+    distinct seeds, in the order the run lists them (every regularizer's, side by side)."""
+    if len(seeds) == 1 or figure_seeds is None:
+        return [True] * len(seeds)
+    shown = set(list(dict.fromkeys(seeds))[:figure_seeds])
+    return [seed in shown for seed in seeds]
 
 
 def lightning_accelerator(name: str) -> str:

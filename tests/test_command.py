@@ -128,6 +128,7 @@ NEW_BAD_VALUES = [
     (["data.val_fraction=0.2"], "data.test_fraction + data.val_fraction=1.1 is invalid"),
     (["data.test_fraction=0.99", "data.val_fraction=0.9"], "val_fraction=1.89 is invalid"),
     (["regularizers=[none,nonsense]"], "no such preset; available: dropout, hidden_mixup"),
+    (["evaluation.figure_seeds=-1"], "evaluation.figure_seeds=-1 is invalid: must be null"),
 ]
 
 

@@ -72,7 +72,7 @@ def test_non_finite_loss_stops_the_run_and_is_recorded(tmp_path, tiny_config):
 
 
 def _event_steps(run_dir, tag: str, kind: str = "Scalars") -> list[int]:
-    acc = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
+    acc = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     acc.Reload()
     return [event.step for event in getattr(acc, kind)(tag)]
 
@@ -107,6 +107,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     evaluations = list(range(0, 1001, 200))
     assert _event_steps(interrupted, "test/acc") == evaluations
     assert _event_steps(interrupted, "boundary/probability", "Images") == evaluations
+    assert _event_steps(interrupted, "maps/probability", "Tensors") == evaluations
     assert _event_steps(interrupted, "train/loss") == list(range(1, 1001))
     # The saved config is the original one, not the resume command's.
     assert "trainer.max_steps=1000" in (interrupted / ".hydra" / "overrides.yaml").read_text()
