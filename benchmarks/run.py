@@ -18,7 +18,14 @@ d. ensemble training throughput, ``none`` and ``mixup``, E = 1, 10, 30, 60, 120 
    (benchmarks/ensemble.py: model-steps/s = steps/s × E, FLOPs per step and the fraction of
    a measured batched-matmul peak) beside the plain loop's steps/s, alternated;
 e. each control of mixup (``label_smoothing`` … ``noisy_mixup``) at E = 1 and 30 over the
-   plain loop's mixup steps/s of part d.
+   plain loop's mixup steps/s of part d;
+f. an E = 30 ``mixup`` ensemble through the command line (``seeds=[1..30]``, evaluations
+   and figures included: steps/s × 30 from its metrics.json) at 20 000 and 5 000 steps,
+   against the plain loop's mixup at as many steps, same evaluation cadence, alternated.
+
+The grid's output on disk (every file of its sweep folder) is measured too. The table
+"Scale" at the top of latest.md gathers the goals: one run, the grid's speed and disk, the
+E = 30 ensemble through the command line.
 
 Results: ``<out>/latest.json`` (every measurement) and ``<out>/latest.md`` (a summary table).
 """
@@ -53,9 +60,14 @@ CONTROLS = ("label_smoothing", "mixup_io", "regmixup", "local_mixup", "kernel_mi
 CONTROL_SIZES = (1, 30)
 SEED = 123
 FULL_STEPS = 100_000
+CLI_MEMBERS = 30
+CLI_STEPS = (20_000, 5_000)
 TARGETS = {
     "single_speedup": 2.5,
-    "grid_speedup": 25.0,
+    "grid_speedup": 40.0,
+    "grid_output_mb": 200,
+    "cli_speedup_20000": 15.0,
+    "cli_speedup_5000": 10.0,
     "rss_ratio": 1.5,
     "ensemble_speedup_e30_mixup": 15.0,
     "control_speedup_e1": 2.5,
@@ -70,6 +82,7 @@ QUICK = {
     "repeats": 1,
     "ensemble_steps": 1000,
     "ensemble_sizes": "1,10,30",
+    "cli_steps": "4000,1000",
 }
 
 
@@ -303,8 +316,23 @@ def run_grid(steps: int, eval_every: int, n_seeds: int, work: Path, out: Path) -
         if (sweep_dir / name).is_file():  # the grid's own comparison, kept with the results
             out.mkdir(parents=True, exist_ok=True)
             shutil.copy(sweep_dir / name, out / f"grid_{name}")
+    output = disk_usage(sweep_dir)
     shutil.rmtree(sweep_dir)
-    return {"command": " ".join(cmd), "jobs": jobs, "process": asdict(process)}
+    return {"command": " ".join(cmd), "jobs": jobs, "process": asdict(process), "output": output}
+
+
+def disk_usage(folder: Path) -> dict:
+    """MB of the files under ``folder``: in all, and by kind (event files, checkpoints,
+    boundary.pt, metrics.json, everything else)."""
+    kinds: dict[str, int] = {}
+    for path in folder.rglob("*"):
+        if path.is_file():
+            name = path.name
+            kind = ("events" if name.startswith("events.out.tfevents") else
+                    "checkpoints" if name.endswith(".ckpt") else
+                    name if name in ("boundary.pt", "metrics.json") else "other")  # fmt: skip
+            kinds[kind] = kinds.get(kind, 0) + path.stat().st_size
+    return {"total_mb": sum(kinds.values()) / 1e6, "mb": {k: v / 1e6 for k, v in kinds.items()}}
 
 
 def run_ensemble(regularizer: str, members: int, steps: int, work: Path, tag: str) -> dict:
@@ -423,6 +451,60 @@ def control_markdown(res: dict) -> list[str]:
     return lines
 
 
+def run_cli_ensemble(steps: int, eval_every: int, work: Path, tag: str) -> dict:
+    """f. ``python -m spiralmix regularizer=mixup seeds=[1..30]``: its metrics.json's rate
+    (training with its evaluations and figures) times the members."""
+    run_dir = work / tag
+    seeds = ",".join(str(s) for s in range(1, CLI_MEMBERS + 1))
+    cmd = [
+        sys.executable, "-m", "spiralmix", "regularizer=mixup", f"seeds=[{seeds}]",
+        f"trainer.max_steps={steps}", f"trainer.eval_every_n_steps={eval_every}",
+        "trainer.progress_bar=false", f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    process = measure(cmd, work, tag)
+    metrics = load_json(run_dir / "seed=1" / "metrics.json", tag)
+    output = disk_usage(run_dir)
+    shutil.rmtree(run_dir)
+    return {
+        "steps_per_s": metrics["steps_per_s"],
+        "model_steps_per_s": metrics["steps_per_s"] * CLI_MEMBERS,
+        "fit_wall_s": metrics["wall_time_s"],
+        "process": asdict(process),
+        "output": output,
+    }
+
+
+def cli_ensembles(args: argparse.Namespace, work: Path) -> dict:
+    """f. The E = 30 mixup ensemble through the command line against the plain loop's
+    mixup at the same steps and evaluation cadence, alternated, best of the repeats."""
+    out: dict = {}
+    for steps in args.cli_steps:
+        say(f"f. E = {CLI_MEMBERS} mixup through the command line, {steps:,} steps")
+        runs: dict[str, list[dict]] = {"spiralmix": [], "plain": []}
+        for rep in range(args.repeats):
+            order = ("spiralmix", "plain") if rep % 2 == 0 else ("plain", "spiralmix")
+            for side in order:
+                tag = f"cli_{side}_{steps}_{rep}"
+                if side == "spiralmix":
+                    r = run_cli_ensemble(steps, args.eval_every, work, tag)
+                    say(f"  spiralmix E={CLI_MEMBERS} {r['model_steps_per_s']:>8,.0f} "
+                        f"model-steps/s (fit {r['fit_wall_s']:.1f} s)")  # fmt: skip
+                else:
+                    r = run_plain("mixup", steps, args.eval_every, work, tag)
+                    say(describe("plain", "mixup", r))
+                runs[side].append(r)
+        best = max(runs["spiralmix"], key=lambda r: r["model_steps_per_s"])
+        plain = max(r["steps_per_s"] for r in runs["plain"])
+        out[steps] = {
+            "runs": runs,
+            "model_steps_per_s": best["model_steps_per_s"],
+            "plain_steps_per_s": plain,
+            "speedup": best["model_steps_per_s"] / plain,
+            "output_mb": best["output"]["total_mb"],
+        }
+    return out
+
+
 def machine() -> dict:
     cpuinfo = _read("/proc/cpuinfo") or ""
     models = [
@@ -471,6 +553,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
             "grid_seeds": grid_seeds(args.grid_seeds),
             "ensemble_steps": args.ensemble_steps,
             "ensemble_sizes": list(args.ensemble_sizes),
+            "cli_steps": list(args.cli_steps),
             "torch_threads": 1,
         },
         "load_average": {"start": load()},
@@ -557,6 +640,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
     # d. Ensembles of 1 to 120 members against the plain loop.
     results["ensembles"] = ensembles(args, work)
     results["controls"] = controls(args, work, results["ensembles"]["mixup"]["plain_steps_per_s"])
+    results["cli"] = cli_ensembles(args, work)
     results["load_average"]["end"] = load()
     return results
 
@@ -580,6 +664,7 @@ def markdown(res: dict) -> str:
     ]
     if "single" not in res:  # --ensembles-only
         return "\n".join(lines + ensemble_markdown(res) + control_markdown(res)) + "\n"
+    lines += scale_markdown(res)
     lines += [
         "",
         f"## a. One run, {s['steps']:,} steps (steps/s, best of {s['repeats']} alternated runs)",
@@ -660,8 +745,62 @@ def markdown(res: dict) -> str:
             f"| {reg} | {rss['spiralmix']:.0f} | {rss['plain']:.0f} | {r['rss_ratio']:.2f}× "
             f"| ≤ {t['rss_ratio']}× | {mark(ok)} |"
         )
-    lines += ensemble_markdown(res) + control_markdown(res)
+    lines += ensemble_markdown(res) + control_markdown(res) + cli_markdown(res)
     return "\n".join(lines) + "\n"
+
+
+def scale_markdown(res: dict) -> list[str]:
+    """The goals in one table: ratios against the plain loop measured in this sitting."""
+    s, t, g = res["settings"], res["targets"], res["grid"]
+    out = g["output"]
+    kinds = ", ".join(f"{k} {v:,.1f}" for k, v in sorted(out["mb"].items(), key=lambda kv: -kv[1]))
+    rows = [
+        (f"one run, `{reg}`, {s['steps']:,} steps: steps/s over the plain loop's",
+         f"{r['speedup']:.2f}×", f"≥ {t['single_speedup']}×", r["speedup"] >= t["single_speedup"])
+        for reg, r in res["single"].items()
+    ]  # fmt: skip
+    rows += [
+        (f"grid, 6 regularizers × {len(s['grid_seeds'])} seeds, {s['grid_steps']:,} steps: "
+         "plain loop serial / spiralmix end to end", f"{g['speedup']:.1f}×",
+         f"≥ {t['grid_speedup']:.0f}×", g["speedup"] >= t["grid_speedup"]),
+        (f"the grid's output on disk ({s['grid_steps']:,} steps; MB: {kinds})",
+         f"{out['total_mb']:,.0f} MB", f"≤ {t['grid_output_mb']} MB",
+         out["total_mb"] <= t["grid_output_mb"]),
+    ]  # fmt: skip
+    for steps, c in res.get("cli", {}).items():
+        target = t.get(f"cli_speedup_{steps}")
+        rows.append(
+            (f"E = {CLI_MEMBERS} `mixup` through the command line, {int(steps):,} steps "
+             "(evaluations included): model-steps/s over the plain loop's steps/s",
+             f"{c['speedup']:.1f}×", "" if target is None else f"≥ {target:.0f}×",
+             None if target is None else c["speedup"] >= target)
+        )  # fmt: skip
+    lines = ["", "## Scale", "", "| | measured | target | met |", "| --- | ---: | ---: | --- |"]
+    lines += [f"| {a} | {b} | {c} | {'' if d is None else mark(d)} |" for a, b, c, d in rows]
+    return lines
+
+
+def cli_markdown(res: dict) -> list[str]:
+    if "cli" not in res:
+        return []
+    lines = [
+        "",
+        f"## f. E = {CLI_MEMBERS} `mixup` through the command line (best of "
+        f"{res['settings']['repeats']}, alternated with the plain loop)",
+        "",
+        "`python -m spiralmix regularizer=mixup seeds=[1..30]`: steps/s of its metrics.json "
+        "(training, evaluations and figures) × 30; plain: benchmarks/plain_loop.py's mixup at "
+        "the same steps and evaluation cadence.",
+        "",
+        "| steps | spiralmix model-steps/s | plain steps/s | ratio | output on disk |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for steps, c in res["cli"].items():
+        lines.append(
+            f"| {int(steps):,} | {c['model_steps_per_s']:,.0f} | {c['plain_steps_per_s']:,.0f} "
+            f"| **{c['speedup']:.1f}×** | {c['output_mb']:,.1f} MB |"
+        )
+    return lines
 
 
 def ensemble_markdown(res: dict) -> list[str]:
@@ -726,6 +865,11 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(map(str, ENSEMBLE_SIZES)),
         help="ensemble sizes E, comma-separated",
     )
+    parser.add_argument(
+        "--cli-steps",
+        default=",".join(map(str, CLI_STEPS)),
+        help="steps of the E = 30 ensemble through the command line (part f), comma-separated",
+    )
     parser.add_argument("--ensembles-only", action="store_true", help="only part d, the ensembles")
     parser.add_argument(
         "--quick",
@@ -741,14 +885,15 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, key, value)
     try:
         args.ensemble_sizes = [int(e) for e in str(args.ensemble_sizes).split(",")]
+        args.cli_steps = [int(e) for e in str(args.cli_steps).split(",")]
     except ValueError:
-        parser.error("--ensemble-sizes must be comma-separated integers, e.g. 1,10,30")
+        parser.error("--ensemble-sizes and --cli-steps must be comma-separated integers")
     numbers = (args.steps, args.grid_steps, args.eval_every, args.repeats, args.grid_seeds,
-               args.ensemble_steps, *args.ensemble_sizes)  # fmt: skip
+               args.ensemble_steps, *args.ensemble_sizes, *args.cli_steps)  # fmt: skip
     if min(numbers) < 1:
         parser.error(
-            "--steps, --grid-steps, --eval-every, --repeats, --grid-seeds, --ensemble-steps "
-            "and --ensemble-sizes must be >= 1"
+            "--steps, --grid-steps, --eval-every, --repeats, --grid-seeds, --ensemble-steps, "
+            "--ensemble-sizes and --cli-steps must be >= 1"
         )
 
     work = Path(tempfile.mkdtemp(prefix="spiralmix-bench-"))

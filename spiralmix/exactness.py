@@ -36,24 +36,25 @@ def check_adamw_vector_width(vector_floats: int) -> None:
         raise LibraryChanged("torch", f"the fused AdamW kernel's {vector_floats}-float vectors")
 
 
-def check_one_column_products() -> None:
-    """One-logit output layers: a product with one output column is a matrix-vector
-    product, which the BLAS may sum in another order for a batch than for one matrix (it
-    does on AVX-512 machines). :class:`spiralmix.model.MemberByMemberAffine` therefore
-    computes the forward ``addmm`` and the weight gradient xᵀ·grad member by member, and
-    relies on (a) ``addmm`` of a member giving the bits of a one-member ``baddbmm`` and (b)
-    the batched inputs' gradient grad·wᵀ (one term per entry, no sums) giving every member
-    its own bits."""
+def check_one_logit_layer() -> None:
+    """One-logit output layers (:func:`spiralmix.model.one_logit`): the element-wise product
+    summed over the last axis, and its gradients (the weights' a sum over the rows), give
+    every member of a batch the bits of the same computation on that member alone."""
+    from spiralmix.model import one_logit
+
     g = torch.Generator().manual_seed(0)
     x, w = torch.randn(3, 64, 32, generator=g), torch.randn(3, 32, 1, generator=g)
-    b, grad = torch.randn(3, 1, 1, generator=g), torch.randn(3, 64, 1, generator=g)
-    single = [torch.baddbmm(b[e : e + 1], x[e : e + 1], w[e : e + 1])[0] for e in range(3)]
-    if not all(torch.equal(torch.addmm(b[e], x[e], w[e]), single[e]) for e in range(3)):
-        raise LibraryChanged("torch", "addmm of one member against a one-member baddbmm")
-    batched = grad.bmm(w.transpose(1, 2))
-    alone = torch.cat([grad[e : e + 1].bmm(w[e : e + 1].transpose(1, 2)) for e in range(3)])
-    if not torch.equal(batched, alone):
-        raise LibraryChanged("torch", "a batched outer product (one-logit inputs' gradient)")
+    b, grad = torch.randn(3, 1, 1, generator=g), torch.randn(3, 64, generator=g)
+
+    def run(e: slice) -> list[torch.Tensor]:
+        inputs = [t[e].clone().requires_grad_() for t in (b, x, w)]
+        out = one_logit(*inputs)
+        return [out.detach(), *torch.autograd.grad(out, inputs, grad[e])]
+
+    together = run(slice(None))
+    alone = [torch.cat(parts) for parts in zip(*(run(slice(e, e + 1)) for e in range(3)))]
+    if not all(torch.equal(t, a) for t, a in zip(together, alone)):
+        raise LibraryChanged("torch", "a sum over the last axis (one-logit output layer)")
 
 
 def check_mixing_arithmetic() -> None:

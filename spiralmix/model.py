@@ -53,35 +53,19 @@ class MLP(nn.Module):
         return x if end is not None else self.classifier(x).squeeze(-1)
 
 
-class MemberByMemberAffine(torch.autograd.Function):
-    """``torch.baddbmm(b, x, w)`` for w of shape (E, fan_in, 1), one member at a time.
+def one_logit(b: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The output layer of two-class runs, x (E, N, fan_in) · w (E, fan_in, 1) + b (E, 1, 1)
+    → (E, N), as a product and a sum over fan_in, not a matrix product.
 
-    A one-column product is a matrix-vector product, which the BLAS sums in another order
-    for a batch of matrices than for a single one (as a one-member run computes it); each
-    member therefore gets its own call, so that its logits equal its separate run's to the
-    bit. So does the weights' gradient xᵀ·grad, also a matrix-vector product (on AVX-512
-    machines the batched one differs from a single member's); the inputs' gradient has more
-    than one column and stays batched. The formulas are autograd's for ``baddbmm``.
+    A one-column matrix product is a matrix-vector product, which the BLAS sums in another
+    order for a batch of matrices than for one: a member's logits would depend on how many
+    members it trains beside. The element-wise product and the sum over the last axis (and,
+    in the backward pass, the weights' gradient as a sum over the rows) reduce each member's
+    row with the same kernel whatever the batch, so every member gets its run alone's bits
+    (checked by :func:`spiralmix.exactness.check_one_logit_layer`), and in two kernels
+    instead of one BLAS call per member and pass.
     """
-
-    @staticmethod
-    def forward(ctx, b: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, w)
-        out = x.new_empty(*x.shape[:-1], 1)
-        for b_e, x_e, w_e, out_e in zip(b.unbind(0), x.unbind(0), w.unbind(0), out.unbind(0)):
-            torch.addmm(b_e, x_e, w_e, out=out_e)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, w = ctx.saved_tensors
-        grad_b = grad.sum(1, keepdim=True) if ctx.needs_input_grad[0] else None
-        grad_x = grad.bmm(w.transpose(1, 2)) if ctx.needs_input_grad[1] else None
-        grad_w = None
-        if ctx.needs_input_grad[2]:  # member by member, as a one-member run's bmm computes it
-            grad_w = torch.cat([x_e.transpose(1, 2).bmm(g_e) for x_e, g_e in
-                                zip(x.split(1), grad.split(1))])  # fmt: skip
-        return grad_b, grad_x, grad_w
+    return (x * w.transpose(1, 2)).sum(-1) + b.squeeze(-1)
 
 
 class MLPEnsemble(nn.Module):
@@ -147,9 +131,9 @@ class MLPEnsemble(nn.Module):
         if end is not None:
             return x
         w, b = layers[-1]
-        if w.shape[-1] == 1 and self.n_members > 1:
-            return MemberByMemberAffine.apply(b, x, w).squeeze(-1)
-        return torch.baddbmm(b, x, w).squeeze(-1)
+        if w.shape[-1] == 1:
+            return one_logit(b, x, w)
+        return torch.baddbmm(b, x, w)
 
     def member(self, e: int) -> MLP:
         """Member e as a standalone :class:`MLP` (a copy)."""

@@ -139,10 +139,10 @@ def test_foreach_ops_are_there_and_compute_what_they_say():
     "check",
     [
         lambda: exactness.check_adamw_vector_width(VECTOR_FLOATS),
-        exactness.check_one_column_products,
+        exactness.check_one_logit_layer,
         exactness.check_mixing_arithmetic,
     ],
-    ids=["adamw_vector_width", "one_column_products", "mixing_arithmetic"],
+    ids=["adamw_vector_width", "one_logit_layer", "mixing_arithmetic"],
 )
 def test_exactness_assumptions_hold_for_this_torch(check):
     """Members equal their runs alone only while these hold; each fails naming torch and

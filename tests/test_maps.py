@@ -125,3 +125,12 @@ def test_render_refuses_a_bad_step_and_a_folder_without_runs(tmp_path, capsys):
     assert maps.main([str(tmp_path)]) == 2
     assert "holds no run (no metrics.json)" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_member_without_figures_keeps_the_maps_of_its_run_alone(ensemble, tmp_path):
+    cfg = compose_config([*TINY, "regularizer=mixup", "seed=3", "data.noise=0.2"])
+    train(cfg, tmp_path)
+    for tag in (maps.PROBABILITY, maps.TRUTH):
+        alone, member = maps.read_maps(tmp_path, tag), maps.read_maps(ensemble / "seed=3", tag)
+        assert alone.keys() == member.keys()
+        assert all(torch.equal(alone[step], member[step]) for step in alone)

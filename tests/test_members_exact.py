@@ -1,7 +1,8 @@
 """A run's numbers do not depend on its neighbours: every member of an ensemble equals the
 same seed and settings trained alone, bit for bit (same machine, same torch build) — its
-metrics.json (final, best and the whole history), its TensorBoard scalars and figures and
-its checkpoints' weights and optimizer moments."""
+metrics.json (final, best and the whole history), its TensorBoard scalars, figures and kept
+maps and its checkpoints' weights and optimizer moments. The ensembles here draw every
+member's figures (``evaluation.figure_seeds=null``), so that each can be compared."""
 
 from __future__ import annotations
 
@@ -23,14 +24,17 @@ def _train(tmp_path: Path, name: str, overrides: list[str]) -> list[dict]:
 
 
 def _events(run_dir: Path) -> dict[str, list[tuple[int, float | bytes]]]:
-    """Every scalar (step, value) and every figure (step, PNG bytes) by tag."""
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    """Every scalar (step, value), figure (step, PNG bytes) and kept map (step, bytes) by tag."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0,
+                                                           "tensors": 0})  # fmt: skip
     events.Reload()
     tags = events.Tags()
     return {
         **{tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in tags["scalars"]},
         **{tag: [(e.step, e.encoded_image_string) for e in events.Images(tag)]
            for tag in tags["images"]},
+        **{tag: [(e.step, e.tensor_proto.tensor_content) for e in events.Tensors(tag)]
+           for tag in tags["tensors"] if tag.startswith("maps/")},
     }  # fmt: skip
 
 
@@ -53,7 +57,8 @@ def _assert_member_equals_alone(
 
     member_dir = together_dir / f"regularizer={member['regularizer']},seed={member['seed']}"
     mine, theirs = _events(member_dir), _events(tmp_path / name)
-    assert mine.keys() == theirs.keys() and {"train/loss", "flatten/spectrum"} <= mine.keys()
+    assert mine.keys() == theirs.keys()
+    assert {"train/loss", "flatten/spectrum", "maps/probability"} <= mine.keys()
     for tag in theirs:
         assert mine[tag] == theirs[tag], (name, tag)
 
@@ -78,7 +83,11 @@ def test_six_regularizers_in_one_ensemble_equal_their_runs_alone(tmp_path):
         "trainer.max_steps=2000", "trainer.steps_per_call=250",
         "trainer.eval_every_n_steps=500", "trainer.checkpoint_every_n_steps=1000",
     ]  # fmt: skip
-    grid = [f"regularizers=[{','.join(REGULARIZERS)}]", "seeds=[4,5,6]"]
+    grid = [
+        f"regularizers=[{','.join(REGULARIZERS)}]",
+        "seeds=[4,5,6]",
+        "evaluation.figure_seeds=null",
+    ]
     together = _train(tmp_path, "together", [*grid, *settings])
     assert [m["seed"] for m in together[:3]] == [4, 5, 6] and len(together) == 18
     assert len(together[0]["history"]) == 5  # evaluations at 0, 500, ..., 2000
@@ -119,7 +128,14 @@ def test_members_equal_their_runs_alone_for_every_pairing_and_data_set(tmp_path,
     """Mixing and not mixing members side by side, for each data set and class count."""
     names = ["none", "dropout", "mixup", "input_mixup", "hidden_mixup"]
     together = _train(
-        tmp_path, "together", [f"regularizers=[{','.join(names)}]", "seeds=[4,5]", *overrides]
+        tmp_path,
+        "together",
+        [
+            f"regularizers=[{','.join(names)}]",
+            "seeds=[4,5]",
+            "evaluation.figure_seeds=null",
+            *overrides,
+        ],
     )
     for e in (1, 5, 9):  # none, mixup and hidden mixup, seed 5
         _assert_member_equals_alone(tmp_path, together, tmp_path / "together", e, overrides)
