@@ -260,7 +260,8 @@ class NoisyMixup(Mixup):
         if "by_layer" in draws:  # per layer, 1 for its members that mix there, else 0
             layers = torch.arange(context.n_hidden + 1, device=draws["k"].device).view(-1, 1)
             at = draws["k"].unsqueeze(-2) == layers  # (..., n_hidden + 1, E')
-            draws["noise_gate"] = at[..., None, None].to(draws["mult"].dtype)
+            gate = at[..., None, None].to(draws["mult"].dtype)
+            draws = {**draws, "noise_gate": gate, "noise_off": 1 - gate}
         return draws
 
     @classmethod
@@ -281,10 +282,9 @@ class NoisyMixup(Mixup):
             mult, add = draw["mult"], draw["add"]
             if ks.count(j) < len(ks):  # no noise, (1, 0), for the members that mix elsewhere
                 if "layer_noise" not in draw:  # every layer's at once, (n_hidden + 1, E', B, W)
-                    # exact, and cheaper than torch.where: m − 1 is exact for m in [0.5, 2],
-                    # so (m − 1)·1 + 1 = m and (m − 1)·0 + 1 = 1
+                    # exact for any m, and cheaper than torch.where: m·1 + 0 and m·0 + 1
                     gate = draw["noise_gate"]
-                    draw["layer_noise"] = ((mult - 1) * gate).add_(1), add * gate
+                    draw["layer_noise"] = (mult * gate).add_(draw["noise_off"]), add * gate
                 mult, add = (noise[j] for noise in draw["layer_noise"])
             mixed = mult[..., :width] * mixed + add[..., :width]
         return torch.stack([mixed, second], 1).view(h.shape)
