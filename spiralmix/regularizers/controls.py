@@ -14,6 +14,7 @@ Every setting that differs between members reaches the class hooks through the d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -226,6 +227,10 @@ class NoisyMixup(Mixup):
     features h become m ⊙ h + a with multiplicative noise m = 1 + σ_mult·β·U(−1, 1) and
     additive noise a = σ_add·β'·N(0, 1) per feature, β, β' ~ Beta(2, 5) per step. NFM's
     CIFAR settings: α = 1, σ_add = 0.4, σ_mult = 0.2. Zero noise is mixup.
+
+    A step draws one noise (B, width) for the widest layer and the layer where the member
+    mixes uses its first features. Mixing by halves, a layer's noise is (m, a) for the
+    members that mix there and (1, 0), which keeps the rows, for the others.
     """
 
     alpha: float = 1.0
@@ -241,23 +246,54 @@ class NoisyMixup(Mixup):
     def draw(self, n_steps: int, context: StepContext, generator: torch.Generator) -> dict:
         draws = super().draw(n_steps, context, generator)  # k, λ (and pairs) as mixup's
         shape = (n_steps, context.batch_size, max(context.widths))  # the widest layer's
-        scale_add = sample_beta(2.0, 5.0, n_steps, generator).view(-1, 1, 1)
-        scale_mult = sample_beta(2.0, 5.0, n_steps, generator).view(-1, 1, 1)
+        scale_add, scale_mult = sample_beta(2.0, 5.0, 2 * n_steps, generator).view(2, -1, 1, 1)
+        # in place: these are the largest draws of any regularizer, (n_steps, B, width)
         normal = torch.randn(shape, generator=generator)
-        uniform = torch.rand(shape, generator=generator)
-        draws["add"] = self.add_noise * scale_add * normal
-        draws["mult"] = 1 + self.mult_noise * scale_mult * (2 * uniform - 1)
+        uniform = torch.empty(shape).uniform_(-1, 1, generator=generator)
+        draws["add"] = normal.mul_(self.add_noise * scale_add)
+        draws["mult"] = uniform.mul_(self.mult_noise * scale_mult).add_(1)
+        return draws
+
+    @classmethod
+    def prepare(cls, group: Sequence[NoisyMixup], draws: dict, context: StepContext) -> dict:
+        draws = super().prepare(group, draws, context)
+        if "by_layer" in draws:  # per layer, 1 for its members that mix there, else 0
+            layers = torch.arange(context.n_hidden + 1, device=draws["k"].device).view(-1, 1)
+            at = draws["k"].unsqueeze(-2) == layers  # (..., n_hidden + 1, E')
+            gate = at[..., None, None].to(draws["mult"].dtype)
+            draws = {**draws, "noise_gate": gate, "noise_off": 1 - gate}
         return draws
 
     @classmethod
     def at_layer(cls, j: int, h: torch.Tensor, draw: dict, context: StepContext) -> torch.Tensor:
-        h = super().at_layer(j, h, draw, context)
-        if j not in draw["ks"]:
-            return h
-        mixed = _mixed_rows(h, draw)
-        width = mixed.shape[-1]
-        noisy = draw["mult"][..., :width] * mixed + draw["add"][..., :width]
-        return _with_mixed_rows(h, noisy, j, draw)
+        if "by_layer" not in draw:  # mixup's mixed rows (E', B, width), then their noise
+            h = super().at_layer(j, h, draw, context)
+            if j not in draw["ks"]:
+                return h
+            return _with_mixed_rows(h, _noisy(h, draw), j, draw)
+        # By halves: mix_halves' arithmetic, the noise on the first half where a member mixes
+        # at j, and the halves stacked once (no slicing, concatenation and selection of rows).
+        E, N, width = h.shape
+        first, second = h.reshape(E, 2, N // 2, width).unbind(1)
+        weights = draw["by_layer"][j].unsqueeze(-1)  # (E', 2, 1, 1)
+        mixed = weights[:, 0] * first + weights[:, 1] * second
+        ks = draw["ks"]
+        if j in ks:
+            mult, add = draw["mult"], draw["add"]
+            if ks.count(j) < len(ks):  # no noise, (1, 0), for the members that mix elsewhere
+                if "layer_noise" not in draw:  # every layer's at once, (n_hidden + 1, E', B, W)
+                    # exact for any m, and cheaper than torch.where: m·1 + 0 and m·0 + 1
+                    gate = draw["noise_gate"]
+                    draw["layer_noise"] = (mult * gate).add_(draw["noise_off"]), add * gate
+                mult, add = (noise[j] for noise in draw["layer_noise"])
+            mixed = mult[..., :width] * mixed + add[..., :width]
+        return torch.stack([mixed, second], 1).view(h.shape)
+
+
+def _noisy(mixed: torch.Tensor, draw: dict) -> torch.Tensor:
+    """m ⊙ h + a on mixed rows h (E', B, width), with the noise of the layer's width."""
+    width = mixed.shape[-1]
+    return draw["mult"][..., :width] * mixed + draw["add"][..., :width]
 
 
 __all__ = [
