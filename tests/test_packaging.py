@@ -78,6 +78,7 @@ def test_the_wheel_from_the_sdist_installs_and_runs_anywhere(tmp_path):
     with zipfile.ZipFile(wheel) as whl:
         scripts = whl.read(entry_points).decode()
     assert "spiralmix-report = spiralmix.report.__main__:main" in scripts
+    assert "spiralmix-render = spiralmix.maps:main" in scripts
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
@@ -97,6 +98,8 @@ def test_the_wheel_from_the_sdist_installs_and_runs_anywhere(tmp_path):
     assert {p.parent.name for p in (work / "sweep").rglob("metrics.json")} == {"seed=1", "seed=2"}
     report = run([bin_dir / "spiralmix-report", "sweep"], work)
     assert "wrote report.md" in report.stdout and (work / "sweep" / "report.md").is_file()
+    run([bin_dir / "spiralmix-render", "sweep", "--step", "first", "--out", "maps"], work)
+    assert sorted(p.parent.name for p in (work / "maps").rglob("*.png")) == ["seed=1", "seed=2"]
 
     help_text = run([bin_dir / "spiralmix", "--help"], work).stdout
     assert "spiralmix regularizer=mixup" in help_text and "regularizer: dropout" in help_text
