@@ -124,6 +124,7 @@ BREAKERS = {
     ),
     "evaluation.grid_resolution": st.one_of(st.integers(-100, 1), st.integers(10**6, 10**8)),
     "evaluation.ece_bins": st.integers(-100, 0),
+    "evaluation.figure_seeds": st.integers(-100, -1),
     "evaluation.flatten_fraction": st.one_of(st.floats(1.0, 10.0), st.floats(-10.0, 0.0)),
     "seeds": st.one_of(st.just([]), st.integers().map(lambda s: [s, s])),
     "regularizers": st.one_of(
