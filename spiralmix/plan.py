@@ -90,14 +90,8 @@ def _check_same_run(members: list[DictConfig], saved: list[dict] | None, run_dir
     if saved is None:
         return  # a checkpoint from before configs were saved in it
     for member, old in zip(members, saved):
-        now, before = _settings(member), flatten(old)
-        key = _first_difference(now, before)
-        if key is not None:
-            raise ConfigError(
-                key, now[key],
-                f"{run_dir} holds a run with {key}={before[key]!r}; continue it with "
-                "the same settings or choose another folder",
-            )  # fmt: skip
+        _refuse_a_change(_settings(member), flatten(old), run_dir,
+                         "continue it with the same settings or choose another folder")  # fmt: skip
     if len(saved) != len(members):
         raise ConfigError("seeds", [m.seed for m in members],
                           f"{run_dir} holds a run of {len(saved)} members")  # fmt: skip
@@ -174,6 +168,16 @@ def _first_difference(now: dict, before: dict) -> str | None:
     return next((k for k in shared if k not in FREE_ON_RESUME and now[k] != before[k]), None)
 
 
+def _refuse_a_change(now: dict, before: dict, run_dir: Path, advice: str) -> None:
+    """ConfigError naming the first setting in which ``now`` changes the run saved in
+    ``run_dir`` as ``before``, and what to do instead."""
+    key = _first_difference(now, before)
+    if key is not None:
+        raise ConfigError(
+            key, now[key], f"{run_dir} holds a run with {key}={before[key]!r}; {advice}"
+        )
+
+
 def _override_key(override: str) -> str:
     return override.lstrip("+~").split("=", 1)[0]
 
@@ -186,14 +190,9 @@ def _check_resume_overrides(
     extra = [o for o in overrides if _override_key(o) not in FREE_ON_RESUME]
     if extra:
         asked = compose("config", overrides=[*saved_overrides, *extra])
-        now, before = _settings(asked), _settings(saved)
-        key = _first_difference(now, before)
-        if key is not None:
-            raise ConfigError(
-                key, now[key],
-                f"{run_dir} holds a run with {key}={before[key]!r}; resume= continues it "
-                "as it was started (leave the override out, or start a new run)",
-            )  # fmt: skip
+        _refuse_a_change(_settings(asked), _settings(saved), run_dir,
+                         "resume= continues it as it was started (leave the override out, or "
+                         "start a new run)")  # fmt: skip
     for override in overrides:
         key = _override_key(override)
         if key in FREE_ON_RESUME and key != "resume":
