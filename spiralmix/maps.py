@@ -46,11 +46,11 @@ class ProbabilityMaps:
         self.runs = list(runs)
 
     def on_evaluation(self, evaluation: Evaluation) -> None:
+        maps = {PROBABILITY: quantize(evaluation.grid_p)}  # every member's at once
+        if evaluation.step == 0 and evaluation.grid_truth is not None:
+            maps[TRUTH] = quantize(evaluation.grid_truth)
         for e, run in enumerate(self.runs):
-            arrays = {PROBABILITY: quantize(evaluation.grid_p[e])}
-            if evaluation.step == 0 and evaluation.grid_truth is not None:
-                arrays[TRUTH] = quantize(evaluation.grid_truth[e])
-            run.events.write_arrays(evaluation.step, arrays)
+            run.events.write_arrays(evaluation.step, {tag: q[e] for tag, q in maps.items()})
 
 
 class MapsError(ValueError):
