@@ -7,6 +7,7 @@ random streams (``torch.distributions.Beta`` cannot take a generator, hence the 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -103,7 +104,11 @@ def halves_mixing_weights(
     return layers, targets
 
 
-def mix_halves(t: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def mix_halves(
+    t: torch.Tensor,
+    weights: torch.Tensor,
+    then: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Rows (E, 2·B, ...) of t with the first half replaced by a·first + b·second, weights
     (E, 2, 1) holding each member's (a, b): all members at once, whatever layer each mixes
     at; trailing axes (a hidden width, or the classes of one-hot targets) are carried along.
@@ -112,8 +117,14 @@ def mix_halves(t: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     differently): a member's mixed rows equal its separate run's to the bit, and (1, 0)
     gives its rows back unchanged. A member that mixed carries its unmixed second half
     along, unused (see ``MixupClassifier._loss_by_halves``).
+
+    ``then``, if given, maps the mixed first half (E, B, ...) to what replaces it (noisy
+    mixup's noise), before the halves are stacked once.
     """
     # unbind and stack: their gradients are views and one stack (slices' would be zero-filled)
     first, second = t.reshape(t.shape[0], 2, -1).unbind(1)
     mixed = weights[:, 0] * first + weights[:, 1] * second
+    if then is not None:
+        half = (t.shape[0], t.shape[1] // 2, *t.shape[2:])
+        mixed = then(mixed.view(half)).reshape(mixed.shape)
     return torch.stack([mixed, second], 1).view(t.shape)

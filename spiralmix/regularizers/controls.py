@@ -21,7 +21,7 @@ import torch
 from scipy.special import betainc
 
 from spiralmix.config import ConfigError
-from spiralmix.mixup import mix, sample_beta
+from spiralmix.mixup import mix, mix_halves, sample_beta
 from spiralmix.regularizers.base import Regularizer, StepContext
 from spiralmix.regularizers.mixup import Mixup, pair_sides
 
@@ -270,30 +270,26 @@ class NoisyMixup(Mixup):
             h = super().at_layer(j, h, draw, context)
             if j not in draw["ks"]:
                 return h
-            return _with_mixed_rows(h, _noisy(h, draw), j, draw)
-        # By halves: mix_halves' arithmetic, the noise on the first half where a member mixes
-        # at j, and the halves stacked once (no slicing, concatenation and selection of rows).
-        E, N, width = h.shape
-        first, second = h.reshape(E, 2, N // 2, width).unbind(1)
-        weights = draw["by_layer"][j].unsqueeze(-1)  # (E', 2, 1, 1)
-        mixed = weights[:, 0] * first + weights[:, 1] * second
+            return _with_mixed_rows(h, _noisy(h, draw["mult"], draw["add"]), j, draw)
+        # By halves: the noise on the first half where a member mixes at j, inside the mixing
+        # (no slicing, concatenation and selection of rows).
         ks = draw["ks"]
-        if j in ks:
-            mult, add = draw["mult"], draw["add"]
-            if ks.count(j) < len(ks):  # no noise, (1, 0), for the members that mix elsewhere
-                if "layer_noise" not in draw:  # every layer's at once, (n_hidden + 1, E', B, W)
-                    # exact for any m, and cheaper than torch.where: m·1 + 0 and m·0 + 1
-                    gate = draw["noise_gate"]
-                    draw["layer_noise"] = (mult * gate).add_(draw["noise_off"]), add * gate
-                mult, add = (noise[j] for noise in draw["layer_noise"])
-            mixed = mult[..., :width] * mixed + add[..., :width]
-        return torch.stack([mixed, second], 1).view(h.shape)
+        if j not in ks:
+            return mix_halves(h, draw["by_layer"][j])
+        mult, add = draw["mult"], draw["add"]
+        if ks.count(j) < len(ks):  # no noise, (1, 0), for the members that mix elsewhere
+            if "layer_noise" not in draw:  # every layer's at once, (n_hidden + 1, E', B, W)
+                # exact for any m, and cheaper than torch.where: m·1 + 0 and m·0 + 1
+                gate = draw["noise_gate"]
+                draw["layer_noise"] = (mult * gate).add_(draw["noise_off"]), add * gate
+            mult, add = (noise[j] for noise in draw["layer_noise"])
+        return mix_halves(h, draw["by_layer"][j], then=lambda mixed: _noisy(mixed, mult, add))
 
 
-def _noisy(mixed: torch.Tensor, draw: dict) -> torch.Tensor:
+def _noisy(mixed: torch.Tensor, mult: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
     """m ⊙ h + a on mixed rows h (E', B, width), with the noise of the layer's width."""
     width = mixed.shape[-1]
-    return draw["mult"][..., :width] * mixed + draw["add"][..., :width]
+    return mult[..., :width] * mixed + add[..., :width]
 
 
 __all__ = [
