@@ -12,7 +12,7 @@ FLOORS = $(shell $(PYTHON) -c "import re,tomllib; deps=tomllib.load(open('pyproj
 FLOOR_TESTS := tests/test_compat.py tests/test_module.py tests/test_train.py tests/test_config.py \
 	"tests/test_cli.py::test_a_short_run_logs_everything[mixup]"
 
-.PHONY: help venv run sweep compare report test test-floor lint bench clean
+.PHONY: help venv run sweep compare report test test-slow test-floor lint bench clean
 
 help:  ## show this help
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,14 +30,24 @@ run: venv  ## train manifold mixup at the reference settings (seed 123, 100 000 
 compare: venv  ## the six regularizers × 10 seeds, one job per core, with a report
 	$(BIN)/python -m spiralmix -m experiment=compare hydra/launcher=joblib
 
-test: venv  ## run the test suite (two workers; the wheel test builds and installs a wheel)
-	$(BIN)/python -m pytest -q -n 2
+# Two workers; a module's expensive fixture stays on one of them (xdist_group).
+PYTEST := -m pytest -q -n 2 --dist loadgroup
 
-test-floor:  ## the API tests in .venv-floor, on the lowest dependency versions pyproject allows
-	$(PYTHON) -m venv .venv-floor
+test: venv  ## the test suite on two workers, without the long tier (what CI runs)
+	$(BIN)/python $(PYTEST) -m "not slow"
+
+test-slow: venv  ## the long tier: the wheel, sweeps' faults and launchers, more data sets exact
+	$(BIN)/python $(PYTEST) -m slow
+
+# .venv-floor sees .venv's packages behind its own (a .pth file), so pip installs only the
+# floors over them and not torch again; pip resolves the floors' own requirements as usual.
+test-floor: venv  ## the API tests in .venv-floor, on the lowest dependency versions pyproject allows
+	rm -rf .venv-floor && $(PYTHON) -m venv .venv-floor
+	echo "import site; site.addsitedir('$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')')" \
+		> "$$(.venv-floor/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/spiralmix-venv.pth"
 	.venv-floor/bin/pip install --quiet $(TORCH) $(FLOORS) -e . pytest pytest-xdist hypothesis
-	.venv-floor/bin/pip list 2>/dev/null | grep -E '^(pytorch-lightning|hydra-core|omegaconf) '
-	.venv-floor/bin/python -m pytest -q -n 2 $(FLOOR_TESTS)
+	.venv-floor/bin/python -c "import importlib.metadata as m; print(*(f'{p} {m.version(p)}' for p in ('pytorch-lightning', 'hydra-core', 'omegaconf')), sep='\n')"
+	.venv-floor/bin/python $(PYTEST) $(FLOOR_TESTS)
 
 lint: venv  ## ruff check and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

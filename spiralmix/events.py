@@ -191,14 +191,17 @@ class RunLogger(TensorBoardLogger):
     ``.hydra/config.yaml``, ``metrics.json`` and the HPARAMS tab), and ``events``, the file
     of per-step scalars and evaluations beside it.
 
-    A resumed run (``purge_step``) starts its Lightning file with TensorBoard's session-start
-    event, which drops everything the interrupted process logged from that step on; that
-    file is created before the other one, so that TensorBoard, reading a folder's files in
-    name order, drops the old process's events and keeps the new ones.
+    Every process starts its Lightning file with TensorBoard's session-start event, at step
+    0 or, resuming, at ``purge_step``. TensorBoard takes a folder's first start for the
+    run's beginning and each later one for a restart, which drops everything logged from
+    its step on (scalars, images and kept maps alike). The Lightning file is created
+    before the other one, so that TensorBoard, reading a folder's files in name order,
+    drops the old process's events and keeps the new ones.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args, purge_step: int | None = None, **kwargs) -> None:
+        # A first run's start too: without it, a resumed run's start would be the first.
+        super().__init__(*args, purge_step=0 if purge_step is None else purge_step, **kwargs)
         self._events: EventWriter | None = None
 
     @property

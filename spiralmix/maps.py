@@ -60,7 +60,9 @@ class MapsError(ValueError):
 def read_maps(member_dir: Path, tag: str = PROBABILITY) -> dict[int, torch.Tensor]:
     """A member's maps by step from its event files (as TensorBoard reads them: a resumed
     run's repeated steps once), probabilities in [0, 1]."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    # The accumulator TensorBoard's server uses: the older one drops a resumed run's
+    # repeated steps of scalars and images only, never of tensors.
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
     from tensorboard.util.tensor_util import make_ndarray
 
     events = EventAccumulator(str(member_dir), size_guidance={"tensors": 0})

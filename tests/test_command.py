@@ -17,6 +17,9 @@ from spiralmix.command import accept, quote_paths
 from spiralmix.rundir import unlock
 from tests.conftest import TINY, run_cli
 
+# One worker makes the finished run and sweep (the module's fixture) once, not once per worker.
+pytestmark = pytest.mark.xdist_group("finished_run")
+
 SHORT = [*TINY, "trainer.max_steps=100", "evaluation.grid_resolution=20",
          "evaluation.diagnostic_figures=false"]  # fmt: skip
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,14 @@ import pytest
 import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.plugin_event_accumulator import (
+    EventAccumulator as PluginEventAccumulator,
+)
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tb_crc
 from tensorboard.summary.writer.record_writer import RecordWriter
+from tensorboard.util.tensor_util import make_ndarray
 from torch.utils.tensorboard.summary import image as tb_image
 
 from spiralmix.events import (
@@ -26,6 +31,7 @@ from spiralmix.events import (
     frame_records,
     masked_crc32c,
 )
+from spiralmix.maps import read_maps
 from spiralmix.module import MixupClassifier
 
 
@@ -119,6 +125,31 @@ def test_run_logger_writes_per_step_scalars_that_tensorboard_reads(tmp_path):
     decoded = np.asarray(Image.open(io.BytesIO(figure.encoded_image_string)))
     assert figure.step == 500 and np.array_equal(decoded, _figure_like())
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2  # Lightning's, and ours
+
+
+def test_a_resumed_run_shows_each_step_once_scalars_and_kept_maps_alike(tmp_path):
+    """The interrupted process logged steps 0–400; the resumed one (purge_step=400) logs
+    400 again, then 600. TensorBoard (and spiralmix-render) show each step once, the
+    resumed process's values."""
+    old = RunLogger(save_dir=tmp_path, name="", version="")
+    for step in (0, 200, 400):
+        old.events.write_scalars([step], {"test/acc": [0.5]})
+        old.events.write_arrays(step, {"maps/probability": np.full((2, 2), 1, np.uint8)})
+    old.finalize("success")
+    time.sleep(1.1)  # event files are named by the second
+    new = RunLogger(save_dir=tmp_path, name="", version="", purge_step=400)
+    for step in (400, 600):
+        new.events.write_scalars([step], {"test/acc": [0.75]})
+        new.events.write_arrays(step, {"maps/probability": np.full((2, 2), 2, np.uint8)})
+    new.finalize("success")
+    assert _scalars(tmp_path)["test/acc"] == [(0, 0.5), (200, 0.5), (400, 0.75), (600, 0.75)]
+    events = PluginEventAccumulator(str(tmp_path), size_guidance={"tensors": 0})
+    events.Reload()
+    kept = [
+        (e.step, make_ndarray(e.tensor_proto)[0, 0]) for e in events.Tensors("maps/probability")
+    ]
+    assert kept == [(0, 1), (200, 1), (400, 2), (600, 2)]
+    assert sorted(read_maps(tmp_path)) == [0, 200, 400, 600]
 
 
 def _scalars(run_dir) -> dict[str, list[tuple[int, float]]]:

@@ -75,7 +75,6 @@ def _assert_member_equals_alone(
                 assert torch.equal(states[index][moment][e], state[moment][0]), (name, moment)
 
 
-@pytest.mark.slow
 def test_six_regularizers_in_one_ensemble_equal_their_runs_alone(tmp_path):
     """18 members, so that members sit in the CPU vector lanes of every batched kernel
     (one-logit output biases fill a 16-float vector only from 16 members on)."""
@@ -101,11 +100,13 @@ def test_six_regularizers_in_one_ensemble_equal_their_runs_alone(tmp_path):
     [
         ["mixup.pairing=permute"],
         ["data=spirals3"],
-        ["data=moons"],
-        ["data=circles"],
-        ["data=checkerboard", "data.board_size=3"],
+        # the same model code as spirals, spirals3 and blobs4: the long tier (`make test-slow`)
+        pytest.param(["data=moons"], marks=pytest.mark.slow),
+        pytest.param(["data=circles"], marks=pytest.mark.slow),
+        pytest.param(["data=checkerboard", "data.board_size=3"], marks=pytest.mark.slow),
         ["data=blobs", "data.n_classes=4", "data.n_samples=1000"],
-        ["data=spirals", "data.n_classes=5", "data.n_samples=1000"],
+        pytest.param(["data=spirals", "data.n_classes=5", "data.n_samples=1000"],
+                     marks=pytest.mark.slow),  # fmt: skip
         [
             "data.noise=0.2",
             "data.test_fraction=0.8",

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_cli
 
 LONG = ["trainer.max_steps=2000", "trainer.steps_per_call=50", "trainer.eval_every_n_steps=1000",
@@ -74,6 +76,7 @@ def test_sigterm_stops_a_run_and_the_command_it_prints_finishes_it_exactly(tmp_p
     assert metrics(run) == metrics(whole)  # every evaluation of the history, bit for bit
 
 
+@pytest.mark.slow
 def test_sigint_stops_a_sweep_with_a_report_and_the_same_sweep_finishes_it(tmp_path):
     sweep = tmp_path / "sweep"
     process = start("-m", "seed=1,2", *LONG, f"hydra.sweep.dir={sweep}")
@@ -91,6 +94,7 @@ def test_sigint_stops_a_sweep_with_a_report_and_the_same_sweep_finishes_it(tmp_p
     assert "0 failed or unfinished" in (sweep / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_sweep_with_a_failed_job_exits_non_zero_and_its_report_says_why(tmp_path):
     sweep = tmp_path / "sweep"
     short = [*LONG, "trainer.max_steps=100"]

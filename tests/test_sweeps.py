@@ -81,6 +81,7 @@ def check_compare_sweep(sweep_dir: Path) -> dict[str, set[int]]:
     return pids
 
 
+@pytest.mark.slow
 def test_compare_sweep_with_the_basic_launcher(tmp_path):
     multirun(tmp_path, *COMPARE)
     pids = check_compare_sweep(tmp_path)
@@ -96,6 +97,7 @@ def test_compare_sweep_with_joblib_runs_each_job_in_its_own_process(tmp_path):
     assert pids["none+mixup"] != pids["input_mixup"]
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_a_job(tmp_path):
     multirun(
         tmp_path,
@@ -108,6 +110,7 @@ def test_submitit_local_launcher_runs_a_job(tmp_path):
     assert list(tmp_path.glob(".submitit/*/*_0_result.pkl"))
 
 
+@pytest.mark.slow
 def test_optuna_search_minimises_the_mean_validation_loss(tmp_path):
     multirun(tmp_path, "experiment=search_weight_decay", "hydra.sweeper.n_trials=3")
     trials = job_dirs(tmp_path)
@@ -132,6 +135,7 @@ def test_optuna_search_minimises_the_mean_validation_loss(tmp_path):
     assert (tmp_path / "report.md").is_file()  # the report callback copes with a search
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     # lr 1e30 makes the loss non-finite within the first steps.
     # The sweep exits 1: one of its runs did not complete.
