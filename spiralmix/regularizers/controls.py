@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from scipy.special import betainc
 
@@ -166,17 +167,19 @@ def warp_lambda(
     pair's distance over the batch's mean distance, d̃ = d / mean(d) (E', B): far pairs
     (small τ, large ω) get λ near 0 or 1, near ones λ near ½. ω = 1 is the identity, and
     τ_max = 1 with τ_std = ∞ gives mixup's λ exactly. In float64 on the CPU (scipy's
-    regularized incomplete beta function; torch has none); returns float32 (E', B).
+    regularized incomplete beta function; torch has none), in numpy: a few dozen numbers a
+    step, where each torch call would cost more than its arithmetic. Returns float32 (E', B).
     """
-    d = distance.double().cpu()
-    scaled = d / d.mean(-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
-    tau_std = tau_std.double().cpu().view(-1, 1)
-    tau = tau_max.double().cpu().view(-1, 1) * torch.exp(-(scaled - 1) / (2 * tau_std**2))
-    omega = 1 / tau.clamp_min(1e-12)
-    x = lam.double().cpu().view(-1, 1).expand_as(omega)
-    warped = torch.from_numpy(betainc(omega.numpy(), omega.numpy(), x.numpy()))
-    warped = torch.where(omega == 1, x, warped).float()  # I_λ(1, 1) = λ, to the bit
-    return warped.to(lam.device)
+    d = distance.detach().cpu().numpy().astype(np.float64)
+    scaled = d / np.maximum(d.mean(-1, keepdims=True), np.finfo(np.float64).tiny)
+    tau_std = tau_std.cpu().numpy().astype(np.float64)[:, None]
+    tau = tau_max.cpu().numpy().astype(np.float64)[:, None] * np.exp(
+        -(scaled - 1) / (2 * tau_std**2)
+    )
+    omega = 1 / np.maximum(tau, 1e-12)
+    x = np.broadcast_to(lam.cpu().numpy().astype(np.float64)[:, None], omega.shape)
+    warped = np.where(omega == 1, x, betainc(omega, omega, x))  # I_λ(1, 1) = λ, to the bit
+    return torch.from_numpy(warped.astype(np.float32)).to(lam.device)
 
 
 @dataclass
