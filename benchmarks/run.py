@@ -18,7 +18,7 @@ d. ensemble training throughput, ``none`` and ``mixup``, E = 1, 10, 30, 60, 120 
    (benchmarks/ensemble.py: model-steps/s = steps/s × E, FLOPs per step and the fraction of
    a measured batched-matmul peak) beside the plain loop's steps/s, alternated;
 e. each control of mixup (``label_smoothing`` … ``noisy_mixup``) at E = 1 and 30 over the
-   plain loop's mixup steps/s of part d;
+   plain loop's mixup training steps/s, measured in part e itself, alternated with them;
 f. an E = 30 ``mixup`` ensemble through the command line (``seeds=[1..30]``, evaluations
    and figures included: steps/s × 30 from its metrics.json) at 20 000 and 5 000 steps,
    against the plain loop's mixup at as many steps, same evaluation cadence, alternated.
@@ -355,6 +355,16 @@ def training_rate(steps: int, short: int, wall: float, wall_short: float) -> flo
     return (steps - short) / (wall - wall_short)
 
 
+def plain_training_rate(regularizer: str, steps: int, work: Path, tag: str) -> tuple:
+    """The plain loop's training steps/s (per-step scalars included): a run of ``steps`` and
+    one of a fifth as many, each evaluating only at its first and last step, so that the
+    evaluations cancel. Returns (rate, wall of the long run, wall of the short one)."""
+    short = max(1, steps // 5)
+    wall = run_plain(regularizer, steps, steps, work, tag)["fit_wall_s"]
+    wall_short = run_plain(regularizer, short, short, work, f"{tag}_short")["fit_wall_s"]
+    return training_rate(steps, short, wall, wall_short), wall, wall_short
+
+
 def ensembles(args: argparse.Namespace, work: Path) -> dict:
     """d. Ensemble training throughput against the plain loop, alternated, best of repeats.
 
@@ -368,12 +378,11 @@ def ensembles(args: argparse.Namespace, work: Path) -> dict:
     runs: dict[str, dict] = {r: {"plain": [], "ensembles": {}} for r in ENSEMBLE_REGULARIZERS}
     for rep in range(args.repeats):
         for regularizer in ENSEMBLE_REGULARIZERS:
-            steps, short = args.ensemble_steps, max(1, args.ensemble_steps // 5)
-            tag = f"eplain_{regularizer}_{rep}"
-            r = run_plain(regularizer, steps, steps, work, tag)
-            r0 = run_plain(regularizer, short, short, work, f"{tag}_short")
-            runs[regularizer]["plain"].append((r["fit_wall_s"], r0["fit_wall_s"]))
-            rate = training_rate(steps, short, r["fit_wall_s"], r0["fit_wall_s"])
+            steps = args.ensemble_steps
+            rate, *walls = plain_training_rate(
+                regularizer, steps, work, f"eplain_{regularizer}_{rep}"
+            )
+            runs[regularizer]["plain"].append(tuple(walls))
             say(f"  plain     {regularizer:<12} {rate:>9,.0f} steps/s (training steps)")
             for members in sizes if rep % 2 == 0 else sizes[::-1]:
                 tag = f"ensemble_{regularizer}_{members}_{rep}"
@@ -405,24 +414,31 @@ def ensembles(args: argparse.Namespace, work: Path) -> dict:
     return out
 
 
-def controls(args: argparse.Namespace, work: Path, plain_mixup: float) -> dict:
-    """e. Each control's training throughput at E = 1 and 30 (benchmarks/ensemble.py, best
-    of repeats) over the plain loop's mixup steps/s from part d."""
+def controls(args: argparse.Namespace, work: Path) -> dict:
+    """e. Each control's training throughput at E = 1 and 30 (benchmarks/ensemble.py) over
+    the plain loop's mixup, measured here, at the start of every repeat, alternated with the
+    controls (whose order reverses from one repeat to the next); best of the repeats."""
     say(f"e. controls: E = 1, 30, {args.ensemble_steps:,} steps, against plain mixup")
-    out: dict = {}
+    plain, measured = [], {name: {members: [] for members in CONTROL_SIZES} for name in CONTROLS}
+    for rep in range(args.repeats):
+        rate, *_ = plain_training_rate("mixup", args.ensemble_steps, work, f"cplain_{rep}")
+        plain.append(rate)
+        say(f"  plain     mixup        {rate:>9,.0f} steps/s (training steps)")
+        for name in CONTROLS if rep % 2 == 0 else CONTROLS[::-1]:
+            for members in CONTROL_SIZES:
+                tag = f"control_{name}_{members}_{rep}"
+                e = run_ensemble(name, members, args.ensemble_steps, work, tag)
+                measured[name][members].append(e)
+                rate_e = e["model_steps_per_s"]
+                say(f"  {name:<16} E={members:<3} {rate_e:>8,.0f} model-steps/s "
+                    f"{rate_e / rate:>6.1f}× this repeat's plain mixup")  # fmt: skip
+    best_plain = max(plain)
+    out: dict = {"plain_mixup_steps_per_s": best_plain, "plain_mixup_repeats": plain}
     for name in CONTROLS:
         out[name] = {}
-        for members in CONTROL_SIZES:
-            measured = [
-                run_ensemble(
-                    name, members, args.ensemble_steps, work, f"control_{name}_{members}_{rep}"
-                )
-                for rep in range(args.repeats)
-            ]
-            best = max(measured, key=lambda e: e["model_steps_per_s"])
-            out[name][members] = {**best, "speedup": best["model_steps_per_s"] / plain_mixup}
-            say(f"  {name:<16} E={members:<3} {best['model_steps_per_s']:>8,.0f} model-steps/s "
-                f"{out[name][members]['speedup']:>6.1f}× plain mixup")  # fmt: skip
+        for members, runs in measured[name].items():
+            best = max(runs, key=lambda e: e["model_steps_per_s"])
+            out[name][members] = {**best, "speedup": best["model_steps_per_s"] / best_plain}
     return out
 
 
@@ -430,7 +446,7 @@ def control_markdown(res: dict) -> list[str]:
     if "controls" not in res:
         return []
     t = res["targets"]
-    plain = res["ensembles"]["mixup"]["plain_steps_per_s"]
+    plain = res["controls"]["plain_mixup_steps_per_s"]
     lines = [
         "",
         "## e. The controls of mixup: model-steps/s over the plain loop's mixup "
@@ -440,7 +456,8 @@ def control_markdown(res: dict) -> list[str]:
         f"| / plain (≥ {t['control_speedup_e30']}×) |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for name, sizes in res["controls"].items():
+    for name in CONTROLS:
+        sizes = {int(e): r for e, r in res["controls"][name].items()}  # str keys from JSON
         one, thirty = sizes[1], sizes[30]
         lines.append(
             f"| {name} | {one['model_steps_per_s']:,.0f} | {one['speedup']:.1f}× "
@@ -560,10 +577,13 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
         "targets": TARGETS,
     }
 
+    if args.controls_only:
+        results["controls"] = controls(args, work)
+        results["load_average"]["end"] = load()
+        return results
     if args.ensembles_only:
         results["ensembles"] = ensembles(args, work)
-        plain_mixup = results["ensembles"]["mixup"]["plain_steps_per_s"]
-        results["controls"] = controls(args, work, plain_mixup)
+        results["controls"] = controls(args, work)
         results["load_average"]["end"] = load()
         return results
 
@@ -639,7 +659,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
 
     # d. Ensembles of 1 to 120 members against the plain loop.
     results["ensembles"] = ensembles(args, work)
-    results["controls"] = controls(args, work, results["ensembles"]["mixup"]["plain_steps_per_s"])
+    results["controls"] = controls(args, work)
     results["cli"] = cli_ensembles(args, work)
     results["load_average"]["end"] = load()
     return results
@@ -662,7 +682,7 @@ def markdown(res: dict) -> str:
         f"- one torch thread per process; evaluation (test metrics + figures) every "
         f"{s['eval_every']:,} steps, step 0 and the last step included; seed {s['seed']}",
     ]
-    if "single" not in res:  # --ensembles-only
+    if "single" not in res:  # --ensembles-only or --controls-only
         return "\n".join(lines + ensemble_markdown(res) + control_markdown(res)) + "\n"
     lines += scale_markdown(res)
     lines += [
@@ -804,6 +824,8 @@ def cli_markdown(res: dict) -> list[str]:
 
 
 def ensemble_markdown(res: dict) -> list[str]:
+    if "ensembles" not in res:  # --controls-only
+        return []
     s, t, ens = res["settings"], res["targets"], res["ensembles"]
     lines = [
         "",
@@ -870,7 +892,10 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(map(str, CLI_STEPS)),
         help="steps of the E = 30 ensemble through the command line (part f), comma-separated",
     )
-    parser.add_argument("--ensembles-only", action="store_true", help="only part d, the ensembles")
+    parser.add_argument(
+        "--ensembles-only", action="store_true", help="only parts d and e, the ensembles"
+    )
+    parser.add_argument("--controls-only", action="store_true", help="only part e, the controls")
     parser.add_argument(
         "--quick",
         action="store_true",
