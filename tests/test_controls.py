@@ -217,5 +217,5 @@ def test_the_controls_preset_trains_the_mixups_and_every_control_on_three_data_s
         hydra = compose("config", ["experiment=controls"], return_hydra_config=True).hydra
     validate(cfg)
     assert cfg.regularizers == ["none", "mixup", "input_mixup", "hidden_mixup", *CONTROLS]
-    assert len(cfg.seeds) == 10 and cfg.trainer.max_steps == 4000
+    assert len(cfg.seeds) == 10 and cfg.trainer.max_steps == 20000
     assert hydra.sweeper.params.data == "spirals,moons,blobs"
