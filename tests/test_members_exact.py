@@ -107,7 +107,7 @@ def test_six_regularizers_in_one_ensemble_equal_their_runs_alone(tmp_path):
         ["data=blobs", "data.n_classes=4", "data.n_samples=1000"],
         pytest.param(
             ["data=spirals", "data.n_classes=5", "data.n_samples=1000"], marks=pytest.mark.slow
-        ),  # fmt: skip
+        ),
         [
             "data.noise=0.2",
             "data.test_fraction=0.8",
