@@ -70,3 +70,43 @@ def check_mixing_arithmetic() -> None:
     mixed = mix(t[0, :32], t[0, 32:], lam[0])
     if not (torch.equal(out[0, :32], mixed) and torch.equal(out[1], t[1])):
         raise LibraryChanged("torch", "elementwise mixing arithmetic under broadcasting")
+
+
+def check_loss_blocks() -> None:
+    """Training losses on rows padded to whole blocks (:func:`spiralmix.metrics.block_aligned`):
+    the binary cross-entropy of each of 64 members' 10 and 20 points, and its gradient,
+    equal that member's alone. Unpadded, about one member in six differs in the last bits
+    (the vectorized and the scalar sigmoid, exp and log round differently)."""
+    from spiralmix.metrics import binary_nll_rows, block_aligned
+
+    rows = block_aligned(binary_nll_rows)
+
+    def run(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = logits.clone().requires_grad_()
+        loss = rows(z, y)
+        return loss.detach(), torch.autograd.grad(loss.sum(), z)[0]
+
+    g = torch.Generator().manual_seed(0)
+    for n in (10, 20):
+        logits, y = torch.randn(64, n, generator=g) * 4, torch.rand(64, n, generator=g)
+        together = run(logits, y)
+        each = [run(logits[e : e + 1], y[e : e + 1]) for e in range(64)]
+        alone = [torch.cat(parts) for parts in zip(*each)]
+        if not all(torch.equal(t, a) for t, a in zip(together, alone)):
+            raise LibraryChanged("torch", f"element-wise losses of {n} points in whole blocks")
+
+
+def check_half_row_sums() -> None:
+    """The bias gradient of members mixing by halves (``model._BiasByHalves``): for each of
+    64 members, the sum of the first B of its 2·B rows plus the zero sum of the rest equals
+    the sum of those B rows alone, for B = 10 (below a vector) and 20 (past one). The sum
+    of all 2·B rows at once differs for about one member in six."""
+    g = torch.Generator().manual_seed(0)
+    for batch in (10, 20):
+        rows = torch.randn(64, 2 * batch, generator=g)
+        rows[:, batch:] = 0
+        first, second = rows.chunk(2, 1)
+        halves = first.sum(1, keepdim=True) + second.sum(1, keepdim=True)
+        alone = torch.cat([rows[e : e + 1, :batch].clone().sum(1, keepdim=True) for e in range(64)])
+        if not torch.equal(halves, alone):
+            raise LibraryChanged("torch", f"a sum over {batch} of {2 * batch} rows")

@@ -56,6 +56,30 @@ def training_loss(n_classes: int):
     return binary_nll if n_classes == 2 else soft_cross_entropy
 
 
+# Torch's element-wise CPU kernels run a tensor in blocks of two vectors (32 floats with
+# AVX-512, 16 with AVX2) and the rest, fewer than a block, with scalar code, whose sigmoid,
+# exp and log round differently: a point's loss would depend on where its row falls.
+LOSS_BLOCK = 32
+
+
+def block_aligned(loss_rows):
+    """``loss_rows`` (E, N) computed on rows padded to a multiple of :data:`LOSS_BLOCK`
+    points: every point of every member falls in the kernels' vector blocks, so a member's
+    losses and their gradients do not depend on how many rows it has (B mixed pairs alone,
+    2·B rows mixing by halves beside others) or how many members it trains beside. Rows of
+    a multiple of the block (the default 32 pairs) are computed as they are."""
+
+    def rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        n = logits.shape[1]
+        pad = -n % LOSS_BLOCK
+        if pad == 0:
+            return loss_rows(logits, targets)
+        widths = (0, 0) * (logits.ndim - 2) + (0, pad)  # the points' axis, 1
+        return loss_rows(F.pad(logits, widths), F.pad(targets, widths))[:, :n]
+
+    return rows
+
+
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
     """sigmoid of (E, N) logits (p of class 1), softmax of (E, N, K) logits."""
     return torch.sigmoid(logits) if logits.ndim == 2 else torch.softmax(logits, -1)

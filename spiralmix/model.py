@@ -53,7 +53,9 @@ class MLP(nn.Module):
         return x if end is not None else self.classifier(x).squeeze(-1)
 
 
-def one_logit(b: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def one_logit(
+    b: torch.Tensor, x: torch.Tensor, w: torch.Tensor, by_halves: torch.Tensor | None = None
+) -> torch.Tensor:
     """The output layer of two-class runs, x (E, N, fan_in) · w (E, fan_in, 1) + b (E, 1, 1)
     → (E, N), as a product and a sum over fan_in, not a matrix product.
 
@@ -64,8 +66,39 @@ def one_logit(b: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor
     row with the same kernel whatever the batch, so every member gets its run alone's bits
     (checked by :func:`spiralmix.exactness.check_one_logit_layer`), and in two kernels
     instead of one BLAS call per member and pass.
+
+    ``by_halves`` (E,) bool marks the members that mix by halves; their bias gradient is
+    summed half by half (:class:`_BiasByHalves`).
     """
-    return (x * w.transpose(1, 2)).sum(-1) + b.squeeze(-1)
+    z = (x * w.transpose(1, 2)).sum(-1)
+    if by_halves is None:
+        return z + b.squeeze(-1)
+    return _BiasByHalves.apply(z, b.squeeze(-1), by_halves)
+
+
+class _BiasByHalves(torch.autograd.Function):
+    """z (E, N) + b (E, 1), whose gradient for b is, for the members marked in ``by_halves``,
+    the sum over the first N/2 rows plus the sum over the others.
+
+    Torch sums a row of fewer than 16 floats, or the tail past a multiple of 16, in another
+    order than a longer one, so a sum over 2·B rows whose second half is zero is not the sum
+    over B rows to the bit. A member mixing by halves has zero gradients in its second half
+    (its loss reads the first), and its run alone goes on with its B mixed rows: the first
+    half's sum plus zero is that run's bias gradient at any batch size. (Were the second
+    half's gradients not zero, the sum would still be right, only not that run's bits.)
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, b: torch.Tensor, by_halves: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(by_halves)
+        return z + b
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        (by_halves,) = ctx.saved_tensors
+        first, second = grad.chunk(2, 1)
+        halves = first.sum(1, keepdim=True) + second.sum(1, keepdim=True)
+        return grad, torch.where(by_halves.view(-1, 1), halves, grad.sum(1, keepdim=True)), None
 
 
 class MLPEnsemble(nn.Module):
@@ -110,13 +143,14 @@ class MLPEnsemble(nn.Module):
         start: int = 0,
         end: int | None = None,
         dropout_masks: Sequence[torch.Tensor] | None = None,
+        by_halves: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: (E, N, width) → hidden state (E, N, width of ``end``) or logits: (E, N) for two
         classes, (E, N, K) for K > 2.
 
         ``dropout_masks[j]`` (E, N, width of layer j, already scaled by 1/(1-p)) replaces
         random dropout after hidden layer j; without masks, dropout (member e with
-        probability ``p[e]``) uses torch's global RNG.
+        probability ``p[e]``) uses torch's global RNG. ``by_halves``: see :func:`one_logit`.
         """
         stop = self.n_hidden if end is None else end
         layers = self._layers
@@ -132,7 +166,7 @@ class MLPEnsemble(nn.Module):
             return x
         w, b = layers[-1]
         if w.shape[-1] == 1:
-            return one_logit(b, x, w)
+            return one_logit(b, x, w, by_halves)
         return torch.baddbmm(b, x, w)
 
     def member(self, e: int) -> MLP:

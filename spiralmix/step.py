@@ -90,8 +90,7 @@ class EnsembleStep:
         self.net = MLPEnsemble(
             [stream(s, "init") for s in self.seeds], n_features, hidden_dims, self.p, n_classes
         )
-        self.loss_function = metrics.training_loss(n_classes)
-        self.loss_rows = metrics.training_loss_rows(n_classes)
+        self.loss_rows = metrics.block_aligned(metrics.training_loss_rows(n_classes))
         by_class: dict[type, list[int]] = {}
         for e, r in enumerate(self.regularizers):
             by_class.setdefault(type(r), []).append(e)
@@ -105,6 +104,12 @@ class EnsembleStep:
             for cls, members in by_class.items()
             if cls.acts()
         ]  # fmt: skip
+        by_halves = torch.zeros(n, dtype=torch.bool)
+        for group in self.groups:
+            if group.cls.mixes_by_halves(group.regularizers, group.context):
+                by_halves[group.index] = True
+        # (E,) the members that mix by halves (see model.one_logit), None if none
+        self.by_halves = by_halves if by_halves.any() else None
         self._masks: list[torch.Tensor] | None = None  # see _mask_buffers
 
     @property
@@ -177,7 +182,7 @@ class EnsembleStep:
         with the step's draws (raw or prepared)."""
         masks = draws.masks
         if not self.groups:
-            return self.loss_function(self.net(x, dropout_masks=masks), y)
+            return self.loss_rows(self.net(x, dropout_masks=masks), y).mean(-1)
         draws = self.prepare(draws)
         n_hidden = self.net.n_hidden
         # A fresh dict per group and call: at_layer may leave in it what targets and loss use.
@@ -197,7 +202,9 @@ class EnsembleStep:
             y = _apply(group, y, group.cls.targets, (), (d, group.context))
             if group.cls.needs_clean:
                 d["clean"] = clean if group.context.whole else clean[group.index.to(x.device)]
-        rows = self.loss_rows(self.net(h, n_hidden), y)  # (E, N')
+        by_halves = None if self.by_halves is None else self.by_halves.to(h.device)
+        logits = self.net(h, n_hidden, by_halves=by_halves)
+        rows = self.loss_rows(logits, y)  # (E, N')
         if len(active) == 1 and active[0][0].context.whole:
             group, d = active[0]
             return group.cls.loss(rows, d, group.context)

@@ -141,8 +141,16 @@ def test_foreach_ops_are_there_and_compute_what_they_say():
         lambda: exactness.check_adamw_vector_width(VECTOR_FLOATS),
         exactness.check_one_logit_layer,
         exactness.check_mixing_arithmetic,
+        exactness.check_loss_blocks,
+        exactness.check_half_row_sums,
     ],
-    ids=["adamw_vector_width", "one_logit_layer", "mixing_arithmetic"],
+    ids=[
+        "adamw_vector_width",
+        "one_logit_layer",
+        "mixing_arithmetic",
+        "loss_blocks",
+        "half_row_sums",
+    ],  # fmt: skip
 )
 def test_exactness_assumptions_hold_for_this_torch(check):
     """Members equal their runs alone only while these hold; each fails naming torch and

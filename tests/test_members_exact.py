@@ -105,6 +105,8 @@ def test_six_regularizers_in_one_ensemble_equal_their_runs_alone(tmp_path):
         pytest.param(["data=circles"], marks=pytest.mark.slow),
         pytest.param(["data=checkerboard", "data.board_size=3"], marks=pytest.mark.slow),
         ["data=blobs", "data.n_classes=4", "data.n_samples=1000"],
+        ["data.batch_size=10"],
+        ["data=spirals3", "data.batch_size=12"],
         pytest.param(
             ["data=spirals", "data.n_classes=5", "data.n_samples=1000"], marks=pytest.mark.slow
         ),
@@ -122,6 +124,8 @@ def test_six_regularizers_in_one_ensemble_equal_their_runs_alone(tmp_path):
         "circles",
         "checkerboard3",
         "blobs4",
+        "batch10",
+        "spirals3_batch12",
         "spirals5",
         "temperature",
     ],

@@ -8,7 +8,9 @@ names the class with ``_target_`` and sets those keys. Every regularizer configu
   member's own stream only, so that its numbers never depend on its neighbours';
 - :meth:`targets`, :meth:`at_layer` and :meth:`loss`: what a step does to the targets, to the
   inputs (layer 0) and the hidden states (layer j = output of hidden layer j) of the split
-  forward pass, and how the rows' losses become the member's loss.
+  forward pass, and how the rows' losses become the member's loss;
+- :meth:`mixes_by_halves`: whether its members run all rows but their loss reads the first
+  half (mixup beside other members), which the output layer needs to know.
 
 Within one step the hooks run in this order: ``at_layer`` for j = 0 .. n_hidden during the
 forward pass, then ``targets``, then ``loss``. They share one dict, the step's draws, fresh
@@ -101,6 +103,14 @@ class Regularizer:
         """The group's loss (E',) from each row's loss against its targets (E', N)
         (and, with ``needs_clean``, the clean batch's rows in ``draw["clean"]``)."""
         return rows.mean(-1)
+
+    @classmethod
+    def mixes_by_halves(cls, group: Sequence[Regularizer], context: StepContext) -> bool:
+        """Whether the group's members mix by halves: all 2·B rows go through the network
+        and :meth:`loss` reads the first half, where each member's run alone goes on with
+        its B mixed rows. The output layer then sums their bias gradient half by half (see
+        :func:`spiralmix.model.one_logit`), which is what keeps them exact at any B."""
+        return False
 
     @classmethod
     def scalars(cls, draws: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -65,12 +65,16 @@ class Mixup(Regularizer):
         return draws
 
     @classmethod
-    def prepare(cls, group: Sequence[Mixup], draws: dict, context: StepContext) -> dict:
+    def mixes_by_halves(cls, group: Sequence[Mixup], context: StepContext) -> bool:
         ranges = {m.layer_range(context.n_hidden) for m in group}
         one_layer = len(ranges) == 1 and len(set(next(iter(ranges)))) == 1
         shrinks = context.whole and (len(group) == 1 or one_layer)
+        return context.pairing == "halves" and not shrinks
+
+    @classmethod
+    def prepare(cls, group: Sequence[Mixup], draws: dict, context: StepContext) -> dict:
         draws = {**draws, "ks": draws["k"].tolist()}  # the layers where members mix
-        if context.pairing == "permute" or shrinks:
+        if not cls.mixes_by_halves(group, context):
             return draws
         mixing, targets = halves_mixing_weights(draws["k"], draws["lam"], context.n_hidden)
         label = cls.label_weight(draws["lam"])
