@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spiralmix.model import MLP, MLPEnsemble
+from spiralmix.model import MLP, MLPEnsemble, one_logit
 
 HIDDEN = (5, 7, 3)
 
@@ -214,3 +214,33 @@ def test_two_classes_keep_one_logit_and_the_same_initial_weights():
     default = MLPEnsemble([gen(4)], 2, HIDDEN)
     assert two.dims[-1] == 1
     assert all(torch.equal(a, b) for a, b in zip(two.parameters(), default.parameters()))
+
+
+def test_the_bias_gradient_by_halves_is_the_bias_gradient():
+    """Summed half by half, the one-logit bias gradient is the same gradient (to rounding)
+    for any gradients, and exactly the first half's sum when the second half is zero."""
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(3, 20, 32, generator=g), torch.randn(3, 32, 1, generator=g)
+    b = torch.randn(3, 1, 1, generator=g).requires_grad_()
+    grad = torch.randn(3, 20, generator=g)
+    marked = torch.tensor([True, False, True])
+    plain = torch.autograd.grad(one_logit(b, x, w), b, grad)[0]
+    halves = torch.autograd.grad(one_logit(b, x, w, marked), b, grad)[0]
+    assert torch.allclose(halves, plain, rtol=1e-6) and torch.equal(halves[1], plain[1])
+    grad[:, 10:] = 0
+    halves = torch.autograd.grad(one_logit(b, x, w, marked), b, grad)[0]
+    assert torch.equal(halves.view(3)[marked], grad[marked, :10].sum(1))
+    assert torch.equal(one_logit(b, x, w, marked), one_logit(b, x, w))  # the same logits
+
+
+def test_block_aligned_losses_are_the_losses_of_the_rows():
+    from spiralmix.metrics import binary_nll_rows, block_aligned, soft_cross_entropy_rows
+
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(2, 10, generator=g), torch.rand(2, 10, generator=g)
+    padded = block_aligned(binary_nll_rows)(logits, y)
+    assert padded.shape == (2, 10) and torch.allclose(padded, binary_nll_rows(logits, y))
+    logits3, y3 = torch.randn(2, 10, 3, generator=g), torch.rand(2, 10, 3, generator=g).softmax(-1)
+    padded3 = block_aligned(soft_cross_entropy_rows)(logits3, y3)
+    assert padded3.shape == (2, 10)
+    assert torch.allclose(padded3, soft_cross_entropy_rows(logits3, y3))
