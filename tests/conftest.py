@@ -15,6 +15,9 @@ from spiralmix.config import register
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 REGULARIZERS = ["none", "weight_decay", "dropout", "mixup", "input_mixup", "hidden_mixup"]
+# The controls of mixup (spiralmix/regularizers/controls.py), by preset name.
+CONTROLS = ["label_smoothing", "mixup_io", "regmixup", "local_mixup", "kernel_mixup",
+            "noisy_mixup"]  # fmt: skip
 
 # A few evaluations and figures in a few hundred steps: enough to see every code path.
 TINY = [

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from spiralmix.__main__ import cli
-from tests.conftest import REGULARIZERS, TINY, run_cli
+from tests.conftest import CONTROLS, REGULARIZERS, TINY, run_cli
 
 EVALUATIONS = [0, 100, 200]
 SCALARS = [
@@ -25,10 +25,13 @@ IMAGES = [
     "boundary/probability", "boundary/probability_train", "calibration/reliability",
     "flatten/spectrum",
 ]  # fmt: skip
-MIXUP = {"mixup", "input_mixup", "hidden_mixup"}
+MIXUP = {"mixup", "input_mixup", "hidden_mixup", *CONTROLS} - {"label_smoothing"}
 
 
-@pytest.mark.parametrize("regularizer", REGULARIZERS)
+@pytest.mark.parametrize(
+    "regularizer",
+    [*REGULARIZERS, *(pytest.param(name, marks=pytest.mark.slow) for name in CONTROLS)],
+)
 def test_a_short_run_logs_everything(tmp_path, regularizer):
     result = run_cli(f"regularizer={regularizer}", *TINY, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr

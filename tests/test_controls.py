@@ -25,10 +25,7 @@ from spiralmix.regularizers import (
 from spiralmix.regularizers.controls import warp_lambda
 from spiralmix.step import EnsembleStep
 from spiralmix.train import train
-from tests.conftest import CONF_DIR, TINY
-
-CONTROLS = ["label_smoothing", "mixup_io", "regmixup", "local_mixup", "kernel_mixup",
-            "noisy_mixup"]  # fmt: skip
+from tests.conftest import CONF_DIR, CONTROLS, TINY
 
 
 def _chunk(regularizers: list[Regularizer], seeds: list[int], n_classes: int, steps: int = 4):
