@@ -577,12 +577,9 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
         "targets": TARGETS,
     }
 
-    if args.controls_only:
-        results["controls"] = controls(args, work)
-        results["load_average"]["end"] = load()
-        return results
-    if args.ensembles_only:
-        results["ensembles"] = ensembles(args, work)
+    if args.controls_only or args.ensembles_only:  # parts (d and) e
+        if args.ensembles_only:
+            results["ensembles"] = ensembles(args, work)
         results["controls"] = controls(args, work)
         results["load_average"]["end"] = load()
         return results
