@@ -557,6 +557,51 @@ def describe(side: str, regularizer: str, r: dict) -> str:
     )
 
 
+def grid_part(args: argparse.Namespace, work: Path, single: dict) -> dict:
+    """Part b: the grid end to end, and the plain loop's serial time for it, from one
+    plain run per regularizer (or the best of part a's, in ``single``, at as many steps)."""
+    say(f"b. grid: 6 regularizers × {args.grid_seeds} seeds, {args.grid_steps:,} steps")
+    grid = run_grid(args.grid_steps, args.eval_every, args.grid_seeds, work, Path(args.out))
+    p = grid["process"]
+    say(
+        f"  spiralmix grid: {p['wall_s']:.1f} s end to end, {p['max_workers']} jobs at once, "
+        f"tree peak RSS {p['tree_peak_rss_mb']:.0f} MB"
+    )
+    plain_rates = {}
+    reuse = bool(single)
+    for regularizer in REGULARIZERS:
+        if regularizer in single:
+            rate = single[regularizer]["best_steps_per_s"]["plain"]
+            say(f"  plain     {regularizer:<12} {rate:>7,.0f} steps/s  (from a.)")
+        else:
+            tag = f"rate_{regularizer}"
+            r = run_plain(regularizer, args.grid_steps, args.eval_every, work, tag)
+            rate = r["steps_per_s"]
+            say(describe("plain", regularizer, r))
+        plain_rates[regularizer] = rate
+    plain_serial = sum(args.grid_seeds * args.grid_steps / r for r in plain_rates.values())
+    grid.update(
+        plain_steps_per_s=plain_rates,
+        plain_serial_s=plain_serial,
+        plain_serial_method=(
+            f"computed: Σ_regularizers {args.grid_seeds} × N / (steps/s of one plain run, seed 123"
+            + (", best of part a for none and mixup)" if reuse else ")")
+        ),
+        speedup=plain_serial / p["wall_s"],
+    )
+    if args.grid_steps < FULL_STEPS:
+        scale = FULL_STEPS / args.grid_steps
+        grid["extrapolated_to_full"] = {
+            "method": (
+                f"linear: × {FULL_STEPS:,} / {args.grid_steps:,}, start-up and evaluations "
+                "scaled too, so both are overestimates"
+            ),
+            "spiralmix_grid_s": p["wall_s"] * scale,
+            "plain_serial_s": plain_serial * scale,
+        }
+    return grid
+
+
 def benchmark(args: argparse.Namespace, work: Path) -> dict:
     results: dict = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -576,6 +621,11 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
         "load_average": {"start": load()},
         "targets": TARGETS,
     }
+
+    if args.grid_only:  # part b
+        results["grid"] = grid_part(args, work, {})
+        results["load_average"]["end"] = load()
+        return results
 
     if args.controls_only or args.ensembles_only:  # parts (d and) e
         if args.ensembles_only:
@@ -612,46 +662,8 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
     results["load_average"]["after_single"] = load()
 
     # b. The grid, end to end, against the plain loop's serial time.
-    say(f"b. grid: 6 regularizers × {args.grid_seeds} seeds, {args.grid_steps:,} steps")
-    grid = run_grid(args.grid_steps, args.eval_every, args.grid_seeds, work, Path(args.out))
-    p = grid["process"]
-    say(
-        f"  spiralmix grid: {p['wall_s']:.1f} s end to end, {p['max_workers']} jobs at once, "
-        f"tree peak RSS {p['tree_peak_rss_mb']:.0f} MB"
-    )
-    plain_rates = {}
-    reuse = args.grid_steps == args.steps
-    for regularizer in REGULARIZERS:
-        if reuse and regularizer in single:
-            rate = results["single"][regularizer]["best_steps_per_s"]["plain"]
-            say(f"  plain     {regularizer:<12} {rate:>7,.0f} steps/s  (from a.)")
-        else:
-            tag = f"rate_{regularizer}"
-            r = run_plain(regularizer, args.grid_steps, args.eval_every, work, tag)
-            rate = r["steps_per_s"]
-            say(describe("plain", regularizer, r))
-        plain_rates[regularizer] = rate
-    plain_serial = sum(args.grid_seeds * args.grid_steps / r for r in plain_rates.values())
-    grid.update(
-        plain_steps_per_s=plain_rates,
-        plain_serial_s=plain_serial,
-        plain_serial_method=(
-            f"computed: Σ_regularizers {args.grid_seeds} × N / (steps/s of one plain run, seed 123"
-            + (", best of part a for none and mixup)" if reuse else ")")
-        ),
-        speedup=plain_serial / p["wall_s"],
-    )
-    if args.grid_steps < FULL_STEPS:
-        scale = FULL_STEPS / args.grid_steps
-        grid["extrapolated_to_full"] = {
-            "method": (
-                f"linear: × {FULL_STEPS:,} / {args.grid_steps:,}, start-up and evaluations "
-                "scaled too, so both are overestimates"
-            ),
-            "spiralmix_grid_s": p["wall_s"] * scale,
-            "plain_serial_s": plain_serial * scale,
-        }
-    results["grid"] = grid
+    results["grid"] = grid_part(args, work, results["single"] if args.grid_steps == args.steps
+                                else {})  # fmt: skip
     results["load_average"]["after_grid"] = load()
 
     # d. Ensembles of 1 to 120 members against the plain loop.
@@ -679,8 +691,9 @@ def markdown(res: dict) -> str:
         f"- one torch thread per process; evaluation (test metrics + figures) every "
         f"{s['eval_every']:,} steps, step 0 and the last step included; seed {s['seed']}",
     ]
-    if "single" not in res:  # --ensembles-only or --controls-only
-        return "\n".join(lines + ensemble_markdown(res) + control_markdown(res)) + "\n"
+    if "single" not in res:  # --grid-only, --ensembles-only or --controls-only
+        parts = grid_markdown(res) if "grid" in res else []
+        return "\n".join(lines + parts + ensemble_markdown(res) + control_markdown(res)) + "\n"
     lines += scale_markdown(res)
     lines += [
         "",
@@ -712,6 +725,29 @@ def markdown(res: dict) -> str:
             best = max(r["runs"][side], key=lambda x: x["steps_per_s"])
             cells.append(f"{best['fit_wall_s']:.1f} / {best['process']['wall_s']:.1f}")
         lines.append(f"| {reg} | {cells[0]} | {cells[1]} |")
+    lines += grid_markdown(res)
+    lines += [
+        "",
+        "## c. Peak RSS of one run (MB, largest of the repeats; wait4 ru_maxrss)",
+        "",
+        "| regularizer | spiralmix | plain loop | spiralmix / plain | target | met |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for reg, r in res["single"].items():
+        rss = r["peak_rss_mb"]
+        ok = r["rss_ratio"] <= t["rss_ratio"]
+        lines.append(
+            f"| {reg} | {rss['spiralmix']:.0f} | {rss['plain']:.0f} | {r['rss_ratio']:.2f}× "
+            f"| ≤ {t['rss_ratio']}× | {mark(ok)} |"
+        )
+    lines += ensemble_markdown(res) + control_markdown(res) + cli_markdown(res)
+    return "\n".join(lines) + "\n"
+
+
+def grid_markdown(res: dict) -> list[str]:
+    """Part b: the grid's wall time, the plain loop's serial time, the jobs, the memory."""
+    s, t = res["settings"], res["targets"]
+    lines: list[str] = []
     g = res["grid"]
     gp = g["process"]
     ok = g["speedup"] >= t["grid_speedup"]
@@ -750,20 +786,12 @@ def markdown(res: dict) -> str:
         f"peak sum of RSS over the process tree {gp['tree_peak_rss_mb']:,.0f} MB; "
         f"largest per-process peak RSS {gp['max_process_peak_rss_mb']:,.0f} MB.",
         "",
-        "## c. Peak RSS of one run (MB, largest of the repeats; wait4 ru_maxrss)",
-        "",
-        "| regularizer | spiralmix | plain loop | spiralmix / plain | target | met |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for reg, r in res["single"].items():
-        rss = r["peak_rss_mb"]
-        ok = r["rss_ratio"] <= t["rss_ratio"]
-        lines.append(
-            f"| {reg} | {rss['spiralmix']:.0f} | {rss['plain']:.0f} | {r['rss_ratio']:.2f}× "
-            f"| ≤ {t['rss_ratio']}× | {mark(ok)} |"
-        )
-    lines += ensemble_markdown(res) + control_markdown(res) + cli_markdown(res)
-    return "\n".join(lines) + "\n"
+        f"Grid output on disk: {g['output']['total_mb']:,.0f} MB ("
+        + ", ".join(f"{k} {v:,.1f}" for k, v in sorted(g["output"]["mb"].items(),
+                                                       key=lambda kv: -kv[1]))
+        + f"; target ≤ {t['grid_output_mb']} MB).",
+    ]  # fmt: skip
+    return lines
 
 
 def scale_markdown(res: dict) -> list[str]:
@@ -893,6 +921,7 @@ def main(argv: list[str] | None = None) -> int:
         "--ensembles-only", action="store_true", help="only parts d and e, the ensembles"
     )
     parser.add_argument("--controls-only", action="store_true", help="only part e, the controls")
+    parser.add_argument("--grid-only", action="store_true", help="only part b, the grid")
     parser.add_argument(
         "--quick",
         action="store_true",

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from spiralmix.datasets import generate
-from spiralmix.streams import stream
+from spiralmix.streams import permutations, stream
 
 
 def stratified_split(
@@ -126,7 +126,7 @@ class SpiralDataModule(pl.LightningDataModule):
         xs, ys = [], []
         for member, seed in enumerate(self.seeds):
             gen = stream(seed, "batches", index)
-            idx = torch.rand(S, n_train, generator=gen).argsort(dim=1)[:, :N]  # (S, N)
+            idx = permutations(S, n_train, gen)[:, :N]  # (S, N)
             xs.append(self.train_X[member][idx])
             ys.append(self.train_y[member][idx])
         y = torch.stack(ys, 1)

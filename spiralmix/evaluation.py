@@ -111,7 +111,7 @@ def evaluate(
             out["test/ece"] = metrics.calibration_error(reliability)
             test_p = p
     grid = square_grid(data.test_X, settings.grid_resolution)
-    grid_p = metrics.probabilities(net(grid))
+    grid_p = metrics.probabilities(forward_in_slices(net, grid))
     out["boundary/uncertain_fraction"] = metrics.uncertain_fraction(grid_p)
     r = settings.ood_radius
     ring = metrics.ring(r_min=1.25 * r, r_max=1.75 * r, center=settings.ood_center)
@@ -150,8 +150,21 @@ def evaluate(
         margin = 0.1 * (codes.amax(1) - codes.amin(1)).clamp_min(1e-3)
         hidden_grid = square_grid(codes, settings.grid_resolution, margin)  # (E, R², 2)
         record.hidden_codes, record.hidden_grid = codes, hidden_grid
-        record.hidden_grid_p = metrics.probabilities(net(hidden_grid, net.n_hidden))
+        record.hidden_grid_p = metrics.probabilities(
+            forward_in_slices(net, hidden_grid, net.n_hidden)
+        )
     return record
+
+
+GRID_SLICE = 256  # grid points per member and forward pass; a multiple of 32
+
+
+def forward_in_slices(net: MLPEnsemble, points: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """``net(points, start)`` for many points (E, n, width), GRID_SLICE points per member
+    at a time: a 30-member map's hidden states at once are 38 MB a layer, sliced they stay
+    in cache, four to six times faster. Each point's logits are the bits of one pass over
+    all points (a test checks it for this torch build and processor)."""
+    return torch.cat([net(part, start) for part in points.split(GRID_SLICE, 1)], 1)
 
 
 def _calibration_metrics(

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import torch
 
+from spiralmix.streams import permutations
+
 
 def sample_layers(k_min: int, k_max: int, n: int, generator: torch.Generator) -> torch.Tensor:
     """n mixing layers drawn uniformly from the inclusive range [k_min, k_max]; int64 (n,)."""
@@ -81,7 +83,7 @@ def sample_permutations(n: int, size: int, generator: torch.Generator) -> torch.
     The ``permute`` pairing mixes a batch with a permutation of itself; the ``halves``
     pairing (the reference's) mixes the first half of a 2·B batch with the second.
     """
-    return torch.rand(n, size, generator=generator).argsort(dim=1)
+    return permutations(n, size, generator)
 
 
 def halves_mixing_weights(

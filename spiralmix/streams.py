@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import torch
 
 
@@ -20,3 +21,20 @@ def stream(seed: int, name: str, block: int = 0) -> torch.Generator:
     digest = hashlib.blake2b(key, digest_size=8).digest()
     # manual_seed wants a value that fits in a signed 64-bit integer.
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+def permutations(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """n independent random permutations of range(size), int64 (n, size): the order that
+    sorts each row of ``torch.rand(n, size, generator=generator)``.
+
+    Sorted by NumPy, several times faster than ``argsort`` on these small rows (a run's
+    batches are a chunk's worth of them). Without ties every sort gives that one order;
+    for the rare rows with ties (about one chunk in fifteen of 100-point permutations)
+    torch's own ``argsort`` decides, so the numbers are those of ``argsort`` always.
+    """
+    keys = torch.rand(n, size, generator=generator)
+    values = keys.numpy()
+    order = np.argsort(values, axis=1)
+    if (np.diff(np.take_along_axis(values, order, 1), axis=1) == 0).any():
+        return keys.argsort(dim=1)
+    return torch.from_numpy(order)

@@ -11,8 +11,17 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from spiralmix import calibration, metrics, selective
 from spiralmix.callbacks import BoundaryImages, EvaluationScalars
-from spiralmix.evaluation import Evaluation, Evaluations, EvaluationSettings, evaluate, square_grid
+from spiralmix.evaluation import (
+    GRID_SLICE,
+    Evaluation,
+    Evaluations,
+    EvaluationSettings,
+    evaluate,
+    forward_in_slices,
+    square_grid,
+)
 from spiralmix.events import RunLogger
+from spiralmix.model import MLPEnsemble
 from spiralmix.posterior import true_posterior
 from spiralmix.train import build_datamodule, build_module, train
 from tests.conftest import TINY, compose_config, members
@@ -62,6 +71,22 @@ def test_far_from_the_data_confidence_uses_a_ring_outside_the_data():
     ring = metrics.ring(r_min=1.25 * radius, r_max=1.75 * radius, center=tuple(cfg.data.center))
     p = torch.sigmoid(module.net(ring.expand(2, -1, -1)))
     torch.testing.assert_close(record.metrics["ood/confidence"], metrics.mean_confidence(p))
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_maps_computedforward_in_slices_are_the_bits_of_one_pass(n_classes):
+    """30 members on a 100 × 100 grid, and a grid that ends in a partial slice."""
+    net = MLPEnsemble([torch.Generator().manual_seed(s) for s in range(30)],
+                      n_classes=n_classes).eval()  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n_points in (100 * 100, 3 * GRID_SLICE + 17):
+            grid = torch.rand(30, n_points, 2, generator=g) * 4 - 2
+            assert torch.equal(forward_in_slices(net, grid), net(grid))
+            hidden = torch.rand(30, n_points, 32, generator=g)
+            assert torch.equal(
+                forward_in_slices(net, hidden, net.n_hidden), net(hidden, net.n_hidden)
+            )
 
 
 def test_square_grid_covers_the_points():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spiralmix.streams import stream
+from spiralmix.streams import permutations, stream
 
 
 def draws(seed: int, name: str, block: int = 0) -> torch.Tensor:
@@ -37,3 +37,16 @@ def test_each_call_is_a_fresh_generator():
     torch.rand(1000, generator=used)
     assert torch.equal(torch.rand(16, generator=stream(1, "batches", 0)), draws(1, "batches", 0))
     assert isinstance(used, torch.Generator) and used.device.type == "cpu"
+
+
+def test_permutations_are_the_argsort_of_the_streams_numbers_with_and_without_ties():
+    """A chunk's batches (250 permutations of 100 training points), many chunks: rows with
+    tied keys, about one chunk in fifteen, go to argsort; the others must agree anyway."""
+    chunks_with_ties = 0
+    for block in range(200):
+        keys = torch.rand(250, 100, generator=stream(7, "batches", block))
+        chunks_with_ties += bool((keys.sort(dim=1).values.diff(dim=1) == 0).any())
+        got = permutations(250, 100, stream(7, "batches", block))
+        assert torch.equal(got, keys.argsort(dim=1)), block
+        assert got.dtype == torch.int64
+    assert 3 <= chunks_with_ties <= 40  # both paths ran
