@@ -96,6 +96,19 @@ def check_loss_blocks() -> None:
             raise LibraryChanged("torch", f"element-wise losses of {n} points in whole blocks")
 
 
+def check_probability_blocks() -> None:
+    """Probabilities of two-class logits (:func:`spiralmix.metrics.probabilities`): each of
+    18 members' sigmoids of its 900 test points, padded to whole blocks, equal that
+    member's alone. Unpadded, a run alone's last 4 points get the scalar sigmoid."""
+    from spiralmix.metrics import probabilities
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(18, 900, generator=g) * 5
+    alone = torch.cat([probabilities(logits[e : e + 1]) for e in range(18)])
+    if not torch.equal(probabilities(logits), alone):
+        raise LibraryChanged("torch", "the sigmoid of rows padded to whole blocks")
+
+
 def check_half_row_sums() -> None:
     """The bias gradient of members mixing by halves (``model._BiasByHalves``): for each of
     64 members, the sum of the first B of its 2·B rows plus the zero sum of the rest equals

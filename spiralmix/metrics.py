@@ -81,8 +81,19 @@ def block_aligned(loss_rows):
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """sigmoid of (E, N) logits (p of class 1), softmax of (E, N, K) logits."""
-    return torch.sigmoid(logits) if logits.ndim == 2 else torch.softmax(logits, -1)
+    """sigmoid of (E, N) logits (p of class 1), softmax of (E, N, K) logits.
+
+    The sigmoid runs on rows padded to whole blocks, as the training loss does
+    (:func:`block_aligned`): the scalar sigmoid that a tensor's last partial block gets
+    differs from the vectorized one in about one value in 25, so a run alone's last test
+    or grid points would otherwise differ from the same member's beside others."""
+    if logits.ndim == 3:
+        return torch.softmax(logits, -1)
+    n = logits.shape[1]
+    pad = -n % LOSS_BLOCK
+    if pad == 0:
+        return torch.sigmoid(logits)
+    return torch.sigmoid(F.pad(logits, (0, pad)))[:, :n].contiguous()
 
 
 def nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -142,6 +142,7 @@ def test_foreach_ops_are_there_and_compute_what_they_say():
         exactness.check_one_logit_layer,
         exactness.check_mixing_arithmetic,
         exactness.check_loss_blocks,
+        exactness.check_probability_blocks,
         exactness.check_half_row_sums,
     ],
     ids=[
@@ -149,6 +150,7 @@ def test_foreach_ops_are_there_and_compute_what_they_say():
         "one_logit_layer",
         "mixing_arithmetic",
         "loss_blocks",
+        "probability_blocks",
         "half_row_sums",
     ],  # fmt: skip
 )
