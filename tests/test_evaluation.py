@@ -74,7 +74,7 @@ def test_far_from_the_data_confidence_uses_a_ring_outside_the_data():
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])
-def test_maps_computedforward_in_slices_are_the_bits_of_one_pass(n_classes):
+def test_maps_computed_in_slices_are_the_bits_of_one_pass(n_classes):
     """30 members on a 100 × 100 grid, and a grid that ends in a partial slice."""
     net = MLPEnsemble([torch.Generator().manual_seed(s) for s in range(30)],
                       n_classes=n_classes).eval()  # fmt: skip

@@ -40,8 +40,8 @@ def test_each_call_is_a_fresh_generator():
 
 
 def test_permutations_are_the_argsort_of_the_streams_numbers_with_and_without_ties():
-    """A chunk's batches (250 permutations of 100 training points), many chunks: rows with
-    tied keys, about one chunk in fifteen, go to argsort; the others must agree anyway."""
+    """A chunk's batches (250 permutations of 100 training points), many chunks: chunks
+    with tied keys in a row (about one in fifteen) go to argsort; the others must agree."""
     chunks_with_ties = 0
     for block in range(200):
         keys = torch.rand(250, 100, generator=stream(7, "batches", block))
