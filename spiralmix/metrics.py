@@ -58,42 +58,41 @@ def training_loss(n_classes: int):
 
 # Torch's element-wise CPU kernels run a tensor in blocks of two vectors (32 floats with
 # AVX-512, 16 with AVX2) and the rest, fewer than a block, with scalar code, whose sigmoid,
-# exp and log round differently: a point's loss would depend on where its row falls.
-LOSS_BLOCK = 32
+# exp and log round differently: a point's value would depend on where its row falls.
+VECTOR_BLOCK = 32
+
+
+def on_whole_blocks(fn, *tensors: torch.Tensor) -> torch.Tensor:
+    """``fn(*tensors)`` of (E, N, ...) tensors, computed on rows padded along the points'
+    axis to a multiple of :data:`VECTOR_BLOCK` and cut back to N: every point of every
+    member falls in the kernels' vector blocks, so its value does not depend on how many
+    points its row has or how many members run beside it. Rows of a multiple of the block
+    (the default 32 pairs, 64 rows) are computed as they are."""
+    n = tensors[0].shape[1]
+    pad = -n % VECTOR_BLOCK
+    if pad == 0:
+        return fn(*tensors)
+    padded = [F.pad(t, (0, 0) * (t.ndim - 2) + (0, pad)) for t in tensors]
+    return fn(*padded)[:, :n]
 
 
 def block_aligned(loss_rows):
-    """``loss_rows`` (E, N) computed on rows padded to a multiple of :data:`LOSS_BLOCK`
-    points: every point of every member falls in the kernels' vector blocks, so a member's
-    losses and their gradients do not depend on how many rows it has (B mixed pairs alone,
-    2·B rows mixing by halves beside others) or how many members it trains beside. Rows of
-    a multiple of the block (the default 32 pairs) are computed as they are."""
-
-    def rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        n = logits.shape[1]
-        pad = -n % LOSS_BLOCK
-        if pad == 0:
-            return loss_rows(logits, targets)
-        widths = (0, 0) * (logits.ndim - 2) + (0, pad)  # the points' axis, 1
-        return loss_rows(F.pad(logits, widths), F.pad(targets, widths))[:, :n]
-
-    return rows
+    """``loss_rows`` (E, N) on whole blocks (:func:`on_whole_blocks`): a member's losses and
+    their gradients do not depend on how many rows it has (B mixed pairs alone, 2·B rows
+    mixing by halves beside others) or how many members it trains beside."""
+    return lambda logits, targets: on_whole_blocks(loss_rows, logits, targets)
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
     """sigmoid of (E, N) logits (p of class 1), softmax of (E, N, K) logits.
 
-    The sigmoid runs on rows padded to whole blocks, as the training loss does
-    (:func:`block_aligned`): the scalar sigmoid that a tensor's last partial block gets
-    differs from the vectorized one in about one value in 25, so a run alone's last test
-    or grid points would otherwise differ from the same member's beside others."""
+    The sigmoid runs on whole blocks (:func:`on_whole_blocks`), as the training loss does:
+    the scalar sigmoid of a tensor's last partial block differs from the vectorized one in
+    about one value in 25, so a run alone's last test or grid points would otherwise differ
+    from the same member's beside others."""
     if logits.ndim == 3:
         return torch.softmax(logits, -1)
-    n = logits.shape[1]
-    pad = -n % LOSS_BLOCK
-    if pad == 0:
-        return torch.sigmoid(logits)
-    return torch.sigmoid(F.pad(logits, (0, pad)))[:, :n].contiguous()
+    return on_whole_blocks(torch.sigmoid, logits).contiguous()
 
 
 def nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
